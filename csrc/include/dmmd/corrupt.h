@@ -1,0 +1,21 @@
+// Forward corruption z_t ~ q(z_t | x0), one token at a time (device-agnostic).
+//   masked : z = MASK with probability 1 - a_t, else x0
+//   uniform: z = Uniform{0..K-1} with probability 1 - a_t, else x0
+// Draws: one Philox block per token (element = flat token index); words 0-1
+// decide, words 2-3 pick the replacement token.
+#pragma once
+#include "noise.h"
+
+namespace dmmd {
+
+DMMD_HD int64_t corrupt_token(int64_t x0, double alpha, bool keep, int64_t process,
+                              int64_t mask_id, int64_t vocab_size, uint64_t seed,
+                              uint64_t offset, uint64_t element) {
+  if (keep) return x0;
+  const U32x4 r = philox_draw(seed, offset, kStreamCorruptDecision, element);
+  if (!(uniform_from_bits(lo64(r)) < 1.0 - alpha)) return x0;
+  if (process == kMasked) return mask_id;
+  return uniform_int_from_bits(hi64(r), static_cast<uint64_t>(vocab_size));
+}
+
+}  // namespace dmmd

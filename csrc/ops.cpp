@@ -1,0 +1,80 @@
+// The op schemas, defined once, and the Python module stub. Kernels register
+// their implementations next to their code: cpu/*.cpp for CPU, cuda/*.cu for
+// CUDA (left out of CPU-only builds). Python wrappers, fake kernels and
+// autograd live in dmmd_ext/ops/.
+#include <Python.h>
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "dmmd/detmath.h"
+#include "dmmd/noise.h"
+
+TORCH_LIBRARY(dmmd_ext, m) {
+  // --- corruption and posterior (csrc/cpu/corrupt.cpp, csrc/cuda/corrupt.cu)
+  m.def(
+      "corrupt(Tensor x0, Tensor alpha, int process, int mask_id, int vocab_size, "
+      "Tensor? keep=None, Generator? generator=None, int? seed=None, int offset=0, "
+      "bool validate=True) -> Tensor");
+  m.def(
+      "posterior_step(Tensor z_t, Tensor logits, Tensor alpha_t, Tensor alpha_s, int process, "
+      "int mask_id, float temperature=1.0, int top_k=0, float top_p=1.0, "
+      "Generator? generator=None, int? seed=None, int offset=0, bool validate=True) "
+      "-> (Tensor, Tensor)");
+  // --- categorical sampling (csrc/cpu/sample.cpp, csrc/cuda/sample.cu)
+  m.def(
+      "sample_categorical(Tensor logits, float temperature=1.0, int top_k=0, float top_p=1.0, "
+      "Tensor? mask=None, int exclude=-1, Generator? generator=None, int? seed=None, "
+      "int offset=0) -> Tensor");
+  // --- test hooks for the RNG contract (this file, CPU only)
+  m.def("philox(int seed, int offset, int sub_stream, Tensor elements) -> Tensor");
+  m.def("gumbel_from_bits(Tensor bits) -> Tensor");
+  m.def("exponential_from_bits(Tensor bits) -> Tensor");
+}
+
+namespace {
+
+// [n] int64 element ids -> [n, 4] int64 Philox words (each in [0, 2^32)).
+at::Tensor philox_hook(int64_t seed, int64_t offset, int64_t sub_stream, const at::Tensor& elements) {
+  TORCH_CHECK(elements.scalar_type() == at::kLong, "elements: expected int64, got ",
+              elements.scalar_type());
+  auto e = elements.contiguous().to(at::kCPU);
+  auto out = at::empty({e.numel(), 4}, e.options());
+  auto* ep = e.data_ptr<int64_t>();
+  auto* op = out.data_ptr<int64_t>();
+  for (int64_t i = 0; i < e.numel(); ++i) {
+    auto r = dmmd::philox_draw(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset),
+                               static_cast<uint32_t>(sub_stream), static_cast<uint64_t>(ep[i]));
+    op[4 * i + 0] = r.x;
+    op[4 * i + 1] = r.y;
+    op[4 * i + 2] = r.z;
+    op[4 * i + 3] = r.w;
+  }
+  return out;
+}
+
+template <float (*F)(uint64_t)>
+at::Tensor bits_hook(const at::Tensor& bits) {
+  TORCH_CHECK(bits.scalar_type() == at::kLong, "bits: expected int64, got ", bits.scalar_type());
+  auto b = bits.contiguous().to(at::kCPU);
+  auto out = at::empty(b.sizes(), b.options().dtype(at::kFloat));
+  auto* bp = b.data_ptr<int64_t>();
+  auto* op = out.data_ptr<float>();
+  for (int64_t i = 0; i < b.numel(); ++i) op[i] = F(static_cast<uint64_t>(bp[i]));
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dmmd_ext, CompositeExplicitAutograd, m) {
+  m.impl("philox", &philox_hook);
+  m.impl("gumbel_from_bits", &bits_hook<dmmd::gumbel_from_bits>);
+  m.impl("exponential_from_bits", &bits_hook<dmmd::exponential_from_bits>);
+}
+
+// Importing dmmd_ext._C runs the static registrations above; the module has
+// no Python-level functions of its own.
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", "dmmd_ext kernels (torch.ops.dmmd_ext)",
+                            -1, nullptr};
+  return PyModule_Create(&def);
+}

@@ -1,0 +1,8 @@
+"""Python entry points to the compiled kernels: a typed wrapper per op, its
+fake (meta) kernel for torch.compile, and autograd where the op has a
+gradient. Semantics are stated by the matching function in dmmd_ext.reference."""
+
+from ._common import MASKED, UNIFORM, process_id
+from .corruption import corrupt
+
+__all__ = ["MASKED", "UNIFORM", "process_id", "corrupt"]

@@ -1,0 +1,27 @@
+"""Small helpers shared by the op wrappers."""
+
+from __future__ import annotations
+
+MASKED, UNIFORM = 0, 1
+_PROCESSES = {"masked": MASKED, "absorbing": MASKED, "uniform": UNIFORM}
+
+
+def process_id(process: str | int) -> int:
+    """'masked' (alias 'absorbing') -> 0, 'uniform' -> 1."""
+    if isinstance(process, int):
+        if process not in (MASKED, UNIFORM):
+            raise ValueError(f"process: expected 0 (masked) or 1 (uniform), got {process}")
+        return process
+    try:
+        return _PROCESSES[process]
+    except KeyError:
+        raise ValueError(f"process: expected 'masked' or 'uniform', got {process!r}") from None
+
+
+def as_rate(x, like):
+    """A float rate given as a Python number becomes a 0-dim float64 tensor on like's device."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.tensor(float(x), dtype=torch.float64, device=like.device)
