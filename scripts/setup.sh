@@ -28,7 +28,8 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 # Build requirements (from pyproject's [build-system]) and the extras we use.
 mapfile -t BUILD_REQS < <("$PY" -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['build-system']['requires']))")
-pip_q "${BUILD_REQS[@]}"
+# cmake and ninja: a no-isolation build cannot have scikit-build-core fetch them.
+pip_q "${BUILD_REQS[@]}" "cmake>=3.26" ninja
 
 echo "[setup] building dmmd_ext (log: build/pip-build.log)"
 mkdir -p build
