@@ -29,7 +29,8 @@ struct Rows {
 
 inline Rows as_rows(const at::Tensor& logits) {
   const int64_t V = logits.size(-1);
-  at::Tensor t = logits.dim() == 1 ? logits.unsqueeze(0) : logits.reshape({-1, V});
+  const int64_t N = c10::multiply_integers(logits.sizes().slice(0, logits.dim() - 1));
+  at::Tensor t = logits.dim() == 1 ? logits.unsqueeze(0) : logits.reshape({N, V});
   return {t, t.size(0), V, t.stride(0), t.stride(1)};
 }
 
