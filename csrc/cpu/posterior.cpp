@@ -65,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor> posterior_step_cpu(
   const SampleParams p = make_params(temperature, top_k, top_p, a.exclude, rng.seed, rng.offset);
   AT_DISPATCH_INDEX_TYPES(z.scalar_type(), "posterior_cpu", [&] {
     using idx_t = index_t;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.rows.t.scalar_type(),
+    DMMD_DISPATCH_LOGITS(a.rows.t.scalar_type(),
                                     "posterior_cpu", [&] {
       posterior_rows<idx_t, scalar_t>(z.data_ptr<idx_t>(), zs.data_ptr<idx_t>(),
                                       xs.data_ptr<idx_t>(), a.rows.t.data_ptr<scalar_t>(), a.rows,

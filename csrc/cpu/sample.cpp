@@ -33,7 +33,7 @@ at::Tensor sample_categorical_cpu(const at::Tensor& logits, double temperature, 
   int64_t* op = out.data_ptr<int64_t>();
   // Grain: enough rows that a task reads about 16k logits.
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(rows.v, 1));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, rows.t.scalar_type(), "sample_cpu", [&] {
+  DMMD_DISPATCH_LOGITS(rows.t.scalar_type(), "sample_cpu", [&] {
     const scalar_t* base = rows.t.data_ptr<scalar_t>();
     at::parallel_for(0, rows.n, grain, [&](int64_t b, int64_t e) {
       RowScratch scratch;

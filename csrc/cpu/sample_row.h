@@ -31,16 +31,6 @@ struct RowScratch {
   }
 };
 
-// A Gumbel draw never exceeds 45.06 (noise.h); a class whose x + 46 cannot
-// beat the current finite best is skipped without drawing its noise. This
-// prunes work only: the result is the same as scoring every class.
-constexpr float kGumbelBound = 46.0f;
-
-DMMD_HD bool may_win(const Best& b, float x) {
-  return b.tier < 0 || (b.tier == 0 && !(dadd(x, kGumbelBound) <= b.score)) ||
-         x == u2f(0x7f800000u);
-}
-
 inline bool needs_select(const SampleParams& p, int64_t V) {
   return (p.top_k > 0 && p.top_k < V) || p.top_p < 1.0;
 }

@@ -71,6 +71,17 @@ DMMD_HD void offer(Best& b, float x, float g, int64_t v) {
   if (better(c, b)) b = c;
 }
 
+// A Gumbel draw never exceeds 45.06 (noise.h); a class whose x + 46 cannot
+// beat the current finite best (found at a lower index) is skipped without
+// drawing its noise. This prunes work only: the result equals scoring every
+// class.
+constexpr float kGumbelBound = 46.0f;
+
+DMMD_HD bool may_win(const Best& b, float x) {
+  return b.tier < 0 || (b.tier == 0 && !(dadd(x, kGumbelBound) <= b.score)) ||
+         x == u2f(0x7f800000u);
+}
+
 // Monotone map float -> uint32: a < b  <=>  key(a) < key(b) (for non-NaN).
 DMMD_HD uint32_t ord_key(float f) {
   const uint32_t u = f2u(f);

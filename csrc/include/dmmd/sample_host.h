@@ -2,10 +2,18 @@
 // by the CPU and CUDA entry points. Messages name the argument, the expected
 // and the actual value.
 #pragma once
+#include <ATen/Dispatch.h>
+
 #include <cmath>
 
 #include "host_checks.h"
 #include "sample.h"
+
+// Dispatch over the logits dtypes the samplers accept (no float64 instance).
+#define DMMD_DISPATCH_LOGITS(TYPE, NAME, ...)                    \
+  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)              \
+                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
 
 namespace dmmd {
 
