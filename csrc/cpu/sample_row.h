@@ -49,7 +49,7 @@ inline Best score_list(const float* x, const int64_t* idx, int64_t n, uint32_t t
       cached_pair = v / 2;
       w = gumbel_words(p, row, half, static_cast<uint64_t>(cached_pair));
     }
-    offer(b, x[i], gumbel_of(w, v & 1), v);
+    offer_bits(b, x[i], (v & 1) ? hi64(w) : lo64(w), v);
   }
   return b;
 }
@@ -114,7 +114,7 @@ int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SamplePa
     if (!use[0] && !use[1]) continue;
     const U32x4 w = gumbel_words(p, r, half, static_cast<uint64_t>(v0 / 2));
     for (int j = 0; j < 2; ++j)
-      if (use[j]) offer(b, x[j], gumbel_of(w, j == 1), v0 + j);
+      if (use[j]) offer_bits(b, x[j], j == 1 ? hi64(w) : lo64(w), v0 + j);
   }
   return b.index;
 }

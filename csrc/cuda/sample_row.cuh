@@ -111,7 +111,7 @@ __device__ Best score_pass(const T* row, int64_t V, int64_t stride, bool vec,
     if (!use[0] && !use[1]) continue;
     const U32x4 w = gumbel_words(p, r, half, static_cast<uint64_t>(pair));
     for (int j = 0; j < 2; ++j)
-      if (use[j]) offer(b, x[j], gumbel_of(w, j == 1), v0 + j);
+      if (use[j]) offer_bits(b, x[j], j == 1 ? hi64(w) : lo64(w), v0 + j);
   }
   Best top = cub::BlockReduce<Best, BLOCK>(sh.red.best).Reduce(b, BestMax());
   if (threadIdx.x == 0) sh.result = top.index;

@@ -71,6 +71,36 @@ DMMD_HD void offer(Best& b, float x, float g, int64_t v) {
   if (better(c, b)) b = c;
 }
 
+DMMD_HD int clz64(uint64_t k) {
+#if defined(__CUDA_ARCH__)
+  return __clzll(static_cast<long long>(k));
+#else
+  return k == 0 ? 64 : __builtin_clzll(k);
+#endif
+}
+
+// Upper bound on gumbel_from_bits(k) from the leading zeros of k:
+// E = -log(1 - v) >= v = (k + 1/2) 2^-64 >= 2^-(clz(k) + 1), so
+// g = -log(E) <= (clz(k) + 1) ln 2; the constant is padded above ln 2 and by
+// 1e-3 to cover float rounding of the transform.
+DMMD_HD float gumbel_bound(uint64_t k) {
+  return dadd(dmul(static_cast<float>(clz64(k) + 1), 0.6932f), 1e-3f);
+}
+
+// Offer class v (scaled logit x > -inf, noise bits k) to the scan, skipping
+// the two logs of the transform when the bound shows it cannot win (an equal
+// score loses too: the scan visits classes in ascending order per thread).
+// Pruning only: the outcome equals offer() with the exact noise.
+DMMD_HD void offer_bits(Best& b, float x, uint64_t k, int64_t v) {
+  const bool inf = x == u2f(0x7f800000u);
+  if (b.tier >= 0) {
+    if (!inf && b.tier == 1) return;
+    const float bound = gumbel_bound(k);
+    if ((inf ? 1 : 0) == b.tier && (inf ? bound : dadd(x, bound)) <= b.score) return;
+  }
+  offer(b, x, gumbel_from_bits(k), v);
+}
+
 // A Gumbel draw never exceeds 45.06 (noise.h); a class whose x + 46 cannot
 // beat the current finite best (found at a lower index) is skipped without
 // drawing its noise. This prunes work only: the result equals scoring every
