@@ -1,0 +1,156 @@
+"""Forward corruption: kernel vs reference (bit-exact), rates, errors, parity."""
+
+import math
+
+import pytest
+import torch
+
+import dmmd_ext
+from dmmd_ext import ops, reference
+from conftest import requires_cuda
+
+PROCS = ["masked", "uniform"]
+
+
+@pytest.mark.parametrize("process", PROCS)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("rate_kind", ["scalar", "row", "token"])
+def test_matches_reference_bitwise(process, dtype, rate_kind):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 37, (5, 33), generator=g, dtype=dtype)
+    alpha = {"scalar": 0.3, "row": torch.rand(5, generator=g),
+             "token": torch.rand(5, 33, generator=g, dtype=torch.float64)}[rate_kind]
+    got = ops.corrupt(x0, alpha, process, 37, seed=123, offset=8)
+    want = reference.corrupt(x0, alpha, process, 37, seed=123, offset=8)
+    assert got.dtype == dtype
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("process", PROCS)
+def test_rate_matches_one_minus_alpha(process):
+    # 200k Bernoulli draws per rate: a 6-sigma band has a false-alarm rate ~2e-9.
+    K, n = 50, 200_000
+    x0 = torch.zeros(4, n, dtype=torch.int64)
+    alpha = torch.tensor([0.0, 0.25, 0.7, 1.0])
+    z = ops.corrupt(x0, alpha, process, K, seed=7)
+    for i, a in enumerate(alpha.tolist()):
+        if process == "masked":
+            frac = (z[i] == K).double().mean().item()
+            p = 1 - a
+        else:  # a replaced token stays 0 with probability 1/K
+            frac = (z[i] != 0).double().mean().item()
+            p = (1 - a) * (1 - 1 / K)
+        sd = math.sqrt(max(p * (1 - p), 1e-12) / n)
+        assert abs(frac - p) <= 6 * sd + 1e-12, (a, frac, p)
+
+
+def test_uniform_replacements_are_uniform():
+    # chi-square over K = 20 classes, 100k draws, df = 19: P(chi2 > 60) ~ 3e-6.
+    K = 20
+    x0 = torch.zeros(1, 100_000, dtype=torch.int64)
+    z = ops.corrupt(x0, 0.0, "uniform", K, seed=3)
+    counts = torch.bincount(z[0], minlength=K).double()
+    expected = z.numel() / K
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 60, chi2
+
+
+def test_keep_mask_protects_positions():
+    x0 = torch.randint(0, 9, (3, 40))
+    keep = torch.rand(3, 40) < 0.5
+    z = ops.corrupt(x0, 0.0, "masked", 9, keep=keep, seed=1)
+    assert torch.equal(z[keep], x0[keep])
+    assert (z[~keep] == 9).all()
+
+
+def test_generator_reproducible_and_advances():
+    x0 = torch.randint(0, 9, (4, 64))
+    g1 = torch.Generator().manual_seed(5)
+    g2 = torch.Generator().manual_seed(5)
+    a = ops.corrupt(x0, 0.5, "masked", 9, generator=g1)
+    b = ops.corrupt(x0, 0.5, "masked", 9, generator=g2)
+    c = ops.corrupt(x0, 0.5, "masked", 9, generator=g1)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_offset_changes_stream():
+    x0 = torch.randint(0, 9, (4, 256))
+    a = ops.corrupt(x0, 0.5, "masked", 9, seed=1, offset=0)
+    b = ops.corrupt(x0, 0.5, "masked", 9, seed=1, offset=4)
+    assert not torch.equal(a, b)
+
+
+def test_empty_and_noncontiguous():
+    e = torch.empty(0, 5, dtype=torch.int64)
+    assert ops.corrupt(e, 0.5, "masked", 9, seed=1).shape == (0, 5)
+    x = torch.randint(0, 9, (16, 8)).t()  # [8, 16], not contiguous
+    alpha = torch.rand(8)
+    got = ops.corrupt(x, alpha, "uniform", 9, seed=2)
+    want = reference.corrupt(x.contiguous(), alpha, "uniform", 9, seed=2)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(x0=torch.zeros(2, 3)), "x0: expected dtype"),
+        (dict(alpha=torch.rand(3)), r"alpha: expected a scalar, shape \[2\]"),
+        (dict(alpha=torch.tensor([0.5, 1.5])), r"alpha: expected values in \[0, 1\]"),
+        (dict(x0=torch.full((2, 3), 9)), r"x0: token ids must lie in \[0, 9\)"),
+        (dict(mask_id=3), "mask_id: expected an id >= vocab_size"),
+        (dict(keep=torch.ones(2, 3)), "keep: expected bool"),
+        (dict(offset=-4), "offset: expected a non-negative"),
+    ],
+)
+def test_errors_name_the_argument(kwargs, match):
+    args = dict(x0=torch.zeros(2, 3, dtype=torch.int64), alpha=torch.tensor([0.5, 0.5]),
+                process="masked", vocab_size=9, seed=0)
+    args.update(kwargs)
+    with pytest.raises(RuntimeError, match=match):
+        ops.corrupt(**args)
+
+
+def test_bad_process_name():
+    with pytest.raises(ValueError, match="process"):
+        ops.corrupt(torch.zeros(1, 1, dtype=torch.int64), 0.5, "gaussian", 9, seed=0)
+
+
+def test_opcheck():
+    x0 = torch.randint(0, 9, (3, 10))
+    for pid in (0, 1):
+        torch.library.opcheck(
+            torch.ops.dmmd_ext.corrupt.default,
+            (x0, torch.rand(3, dtype=torch.float64), pid, 9, 9),
+            {"seed": 11, "offset": 0},
+        )
+
+
+def test_compile_matches_eager():
+    x0 = torch.randint(0, 9, (3, 10))
+    alpha = torch.rand(3)
+
+    def f(x, a):
+        return ops.corrupt(x, a, "masked", 9, seed=4) + 0
+
+    assert torch.equal(torch.compile(f, fullgraph=True)(x0, alpha), f(x0, alpha))
+
+
+@requires_cuda
+@pytest.mark.parametrize("process", PROCS)
+def test_cuda_matches_cpu_bitwise(process):
+    x0 = torch.randint(0, 1000, (64, 513))
+    alpha = torch.rand(64)
+    keep = torch.rand(64, 513) < 0.1
+    cpu = ops.corrupt(x0, alpha, process, 1000, keep=keep, seed=99, offset=12)
+    cuda = ops.corrupt(x0.cuda(), alpha.cuda(), process, 1000, keep=keep.cuda(), seed=99, offset=12)
+    assert torch.equal(cpu, cuda.cpu())
+
+
+@requires_cuda
+def test_cuda_generator_advances():
+    x0 = torch.zeros(4, 1024, dtype=torch.int64, device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    a = ops.corrupt(x0, 0.5, "masked", 9, generator=g)
+    b = ops.corrupt(x0, 0.5, "masked", 9, generator=g)
+    assert not torch.equal(a, b)
