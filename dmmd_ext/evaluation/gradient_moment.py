@@ -75,16 +75,19 @@ def batch_gradient(nll_fn: NllFn, batch: torch.Tensor, params: Sequence[torch.Te
     return [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads)]
 
 
-def _diff(nll_fn: NllFn, params, samples: torch.Tensor, data: torch.Tensor) -> list[torch.Tensor]:
+def _diff(nll_fn: NllFn, params, samples: torch.Tensor, data: torch.Tensor | None) -> list[torch.Tensor]:
     gs = batch_gradient(nll_fn, samples, params)
+    if data is None:  # E_data[grad L] known to be zero (the reference is the true model)
+        return [a.double() for a in gs]
     gd = batch_gradient(nll_fn, data, params)
     return [a.double() - b.double() for a, b in zip(gs, gd)]
 
 
-def pair_estimate(nll_fn: NllFn, params: Sequence[torch.Tensor], s1: torch.Tensor, d1: torch.Tensor,
-                  s2: torch.Tensor, d2: torch.Tensor) -> float:
+def pair_estimate(nll_fn: NllFn, params: Sequence[torch.Tensor], s1: torch.Tensor, d1: torch.Tensor | None,
+                  s2: torch.Tensor, d2: torch.Tensor | None) -> float:
     """One unbiased estimate (g(s1) - g(d1)) . (g(s2) - g(d2)) in float64.
-    The four batches must be independent draws."""
+    The four batches must be independent draws. d1 = d2 = None stands for an
+    exactly known E_data[grad L] = 0 (the true model as reference)."""
     a = _diff(nll_fn, params, s1, d1)
     b = _diff(nll_fn, params, s2, d2)
     return float(sum((x * y).sum() for x, y in zip(a, b)))
@@ -107,9 +110,9 @@ class GradientMomentEstimator:
         self.params = _check_params(params)
         self._stat = RunningMean()
 
-    def update(self, samples: torch.Tensor, data: torch.Tensor) -> float:
+    def update(self, samples: torch.Tensor, data: torch.Tensor | None) -> float:
         s1, s2 = _halves(samples, "samples")
-        d1, d2 = _halves(data, "data")
+        d1, d2 = (None, None) if data is None else _halves(data, "data")
         value = pair_estimate(self.nll_fn, self.params, s1, d1, s2, d2)
         self._stat.update(value)
         return value
@@ -123,14 +126,16 @@ class GradientMomentEstimator:
 
 
 def gradient_moment(nll_fn: NllFn, params: Sequence[torch.Tensor], samples: torch.Tensor,
-                    data: torch.Tensor, *, half_batch: int, n_pairs: int | None = None,
+                    data: torch.Tensor | None, *, half_batch: int, n_pairs: int | None = None,
                     generator: torch.Generator | None = None,
                     device: torch.device | str | None = None) -> Estimate:
     """Mean and standard error of the unbiased GM estimate over disjoint pairs.
 
     ``samples`` and ``data`` hold one example per row (dim 0). Each pair uses
     2 * half_batch rows of each, never reused, so the pair estimates are
-    independent. ``n_pairs`` defaults to as many as both sets allow. With a
+    independent. ``data=None``: E_data[grad L] is exactly zero (true model as
+    reference, whose expected score vanishes), so only samples are used.
+    ``n_pairs`` defaults to as many as both sets allow. With a
     ``generator`` the rows are shuffled first (use it when the rows are
     ordered, e.g. grouped by class). ``device``: where batches are moved before
     calling ``nll_fn``.
@@ -138,22 +143,24 @@ def gradient_moment(nll_fn: NllFn, params: Sequence[torch.Tensor], samples: torc
     if half_batch < 1:
         raise ValueError(f"gradient_moment: half_batch must be >= 1, got {half_batch}")
     per_pair = 2 * half_batch
-    available = min(samples.shape[0], data.shape[0]) // per_pair
+    n_data = samples.shape[0] if data is None else data.shape[0]
+    available = min(samples.shape[0], n_data) // per_pair
     if n_pairs is None:
         n_pairs = available
     if n_pairs < 2 or n_pairs > available:
         raise ValueError(
             f"gradient_moment: need 2 <= n_pairs <= {available} (each pair uses {per_pair} samples and "
-            f"{per_pair} data rows; got {samples.shape[0]} samples, {data.shape[0]} data rows), "
+            f"{per_pair} data rows; got {samples.shape[0]} samples, {n_data} data rows), "
             f"got n_pairs={n_pairs}")
     if generator is not None:
         samples = samples[torch.randperm(samples.shape[0], generator=generator)]
-        data = data[torch.randperm(data.shape[0], generator=generator)]
+        if data is not None:
+            data = data[torch.randperm(data.shape[0], generator=generator)]
     est = GradientMomentEstimator(nll_fn, params)
     for i in range(n_pairs):
         rows = slice(i * per_pair, (i + 1) * per_pair)
-        s, d = samples[rows], data[rows]
+        s, d = samples[rows], None if data is None else data[rows]
         if device is not None:
-            s, d = s.to(device), d.to(device)
+            s, d = s.to(device), None if d is None else d.to(device)
         est.update(s, d)
     return est.result()
