@@ -10,6 +10,15 @@ from dmmd_ext.evaluation.frechet import (frechet_distance, frechet_distance_feat
                                          gaussian_fit, sqrtm_psd)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids contention on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def random_spd(d, rng, rank=None):
     a = rng.standard_normal((d, rank or d))
     return a @ a.T + (0 if rank else 0.1 * np.eye(d))
@@ -58,3 +67,33 @@ def test_argument_errors():
         frechet_distance([0.0, 0.0], np.eye(2), [0.0, 0.0], np.eye(3))
     with pytest.raises(ValueError, match="features"):
         gaussian_fit(np.zeros((1, 3)))
+
+
+def test_digits_classifier_features_separate_real_from_corrupted():
+    from sklearn.datasets import load_digits
+
+    from dmmd_ext.evaluation.frechet import (ClassifierConfig, digits_frechet, sklearn_digit_labels,
+                                             train_digit_classifier)
+
+    d = load_digits()
+    perm = torch.randperm(len(d.target), generator=torch.Generator().manual_seed(0))
+    x, y = torch.from_numpy(d.data).long()[perm], torch.from_numpy(d.target).long()[perm]
+    train, heldout = x[:1400], x[1400:]
+    assert torch.equal(sklearn_digit_labels(train[:50]), y[:50])
+    model = train_digit_classifier(train, y[:1400], 17, ClassifierConfig(steps=300))
+    with torch.no_grad():
+        acc = (model(heldout).argmax(1) == y[1400:]).double().mean().item()
+    assert acc > 0.9
+    g = torch.Generator().manual_seed(1)
+    n = heldout.shape[0]
+    noise = torch.randint(0, 17, (n, 64), generator=g)
+    shuffled = heldout[:, torch.randperm(64, generator=g)]
+    one_class = train[y[:1400] == 3][:n]  # mode collapse onto one digit
+    res = {name: digits_frechet(model, s, train, heldout)
+           for name, s in (("noise", noise), ("shuffled", shuffled), ("one_class", one_class))}
+    floor = res["noise"]["frechet_floor"]
+    assert floor == res["shuffled"]["frechet_floor"]  # the floor does not depend on the samples
+    for name, r in res.items():
+        assert r["frechet"] > 3 * floor, name
+    with pytest.raises(ValueError, match="row 0"):
+        sklearn_digit_labels(torch.full((1, 64), 16))

@@ -13,6 +13,15 @@ import torch.nn.functional as F
 from dmmd_ext.evaluation.gradient_moment import (GradientMomentEstimator, batch_gradient,
                                                  gradient_moment, pair_estimate)
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids contention on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 Z = 4.0
 
 

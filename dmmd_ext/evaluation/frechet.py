@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 __all__ = ["gaussian_fit", "sqrtm_psd", "frechet_distance", "frechet_distance_features",
-           "DigitClassifier", "ClassifierConfig", "train_digit_classifier", "digits_frechet"]
+           "DigitClassifier", "ClassifierConfig", "train_digit_classifier", "classifier_features",
+           "digits_frechet", "sklearn_digit_labels", "digits_classifier"]
 
 
 def _as_features(x, name: str) -> np.ndarray:
@@ -133,7 +134,7 @@ def train_digit_classifier(tokens: torch.Tensor, labels: torch.Tensor, levels: i
 
 
 @torch.no_grad()
-def _features(model: DigitClassifier, tokens: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+def classifier_features(model: DigitClassifier, tokens: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     dev = model.head.weight.device
     parts = [model.features(tokens[i:i + batch_size].to(dev)).double().cpu()
              for i in range(0, tokens.shape[0], batch_size)]
@@ -144,8 +145,39 @@ def digits_frechet(model: DigitClassifier, samples: torch.Tensor, train: torch.T
                    heldout: torch.Tensor) -> dict:
     """FD of ``samples`` to the training set, beside the floor FD(held-out,
     train). Compare only at equal set sizes: use as many samples as held-out rows."""
-    ref = gaussian_fit(_features(model, train))
-    fd = frechet_distance(*gaussian_fit(_features(model, samples)), *ref)
-    floor = frechet_distance(*gaussian_fit(_features(model, heldout)), *ref)
+    ref = gaussian_fit(classifier_features(model, train))
+    fd = frechet_distance(*gaussian_fit(classifier_features(model, samples)), *ref)
+    floor = frechet_distance(*gaussian_fit(classifier_features(model, heldout)), *ref)
     return {"frechet": fd, "frechet_floor": floor, "n_samples": int(samples.shape[0]),
             "n_heldout": int(heldout.shape[0]), "n_train": int(train.shape[0])}
+
+
+def sklearn_digit_labels(tokens: torch.Tensor) -> torch.Tensor:
+    """Labels of rows that are sklearn 8x8 digits (grey levels 0..16, row-major),
+    found by exact lookup; raises if a row is not one of them."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError("the digits classifier needs labels: install scikit-learn, or pass "
+                          "labels to train_digit_classifier") from e
+    d = load_digits()
+    table = {tuple(int(v) for v in row): int(y) for row, y in zip(d.data, d.target)}
+    labels = []
+    for i, row in enumerate(tokens.tolist()):
+        y = table.get(tuple(row))
+        if y is None:
+            raise ValueError(f"sklearn_digit_labels: row {i} is not an sklearn digit (augmented or "
+                             "re-quantized data?); pass labels to train_digit_classifier instead")
+        labels.append(y)
+    return torch.tensor(labels)
+
+
+def digits_classifier(dataset, config: ClassifierConfig | None = None) -> DigitClassifier:
+    """The feature classifier for a digits TokenDataset, trained on its
+    training split only (labels from dataset.train_labels when present, else
+    looked up in sklearn's digits)."""
+    labels = getattr(dataset, "train_labels", None)
+    if labels is None:
+        labels = sklearn_digit_labels(dataset.train)
+    levels = int(getattr(dataset, "vocab_size", 17))
+    return train_digit_classifier(dataset.train, labels, levels, config)

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from .stats import Estimate, RunningMean
+from .stats import Estimate, estimate
 
 TokenNllFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -72,12 +72,6 @@ def per_sample_nll(token_nll_fn: TokenNllFn, tokens: torch.Tensor, *, batch_size
     return torch.cat(out)
 
 
-def _estimate(values: torch.Tensor) -> Estimate:
-    stat = RunningMean()
-    stat.extend(values.tolist())
-    return stat.result()
-
-
 @dataclass(frozen=True)
 class PerplexityResult:
     perplexity: float
@@ -90,8 +84,8 @@ class PerplexityResult:
 
 def summarize(nll: torch.Tensor, entropy: torch.Tensor) -> PerplexityResult:
     """Combines per-sample NLLs and entropies (any source, e.g. an exact model)."""
-    nll_est = _estimate(nll)
-    return PerplexityResult(math.exp(nll_est.mean), nll_est, _estimate(entropy))
+    nll_est = estimate(nll)
+    return PerplexityResult(math.exp(nll_est.mean), nll_est, estimate(entropy))
 
 
 def generative_perplexity(token_nll_fn: TokenNllFn, samples: torch.Tensor, *, batch_size: int = 64,

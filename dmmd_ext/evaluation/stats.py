@@ -52,3 +52,10 @@ class RunningMean:
             return Estimate(self._mean, math.nan, self.n)
         var = self._m2 / (self.n - 1)
         return Estimate(self._mean, math.sqrt(var / self.n), self.n)
+
+
+def estimate(values) -> Estimate:
+    """Mean and standard error of a sequence (or 1-d tensor) of independent values."""
+    stat = RunningMean()
+    stat.extend(values.tolist() if hasattr(values, "tolist") else values)
+    return stat.result()
