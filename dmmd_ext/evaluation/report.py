@@ -165,19 +165,21 @@ def _kv(items: list[str] | None) -> dict:
 
 
 def _dataset_from(args, cfg: dict | None = None):
-    from ..data import load_dataset
+    """--data/--data-arg, else the dataset a checkpoint's config names: a
+    registry name, or 'hmm-<preset>' as data.hmm names its datasets."""
+    from ..data import DATASETS, load_dataset
 
     name, kwargs = args.data, _kv(args.data_arg)
     if name is None and cfg is not None:
         spec = cfg.get("data")
-        if isinstance(spec, dict):
-            spec = dict(spec)
-            name = spec.pop("name", None)
-            kwargs = {**spec, **kwargs}
-        elif isinstance(spec, str):
-            name = spec
+        described = spec.get("name") if isinstance(spec, dict) else spec
+        if described in DATASETS:
+            name = described
+        elif isinstance(described, str) and described.startswith("hmm-"):
+            name, kwargs = "hmm", {"preset": described[4:], **kwargs}
     if name is None:
-        raise ValueError("--data: the checkpoint does not name its dataset; pass --data NAME")
+        raise ValueError("--data: the checkpoint's config does not name a dataset this command can "
+                         "rebuild; pass --data NAME (and --data-arg KEY=VALUE as used in training)")
     return load_dataset(name, **kwargs)
 
 
@@ -259,6 +261,8 @@ def run_eval(args) -> list[dict]:
     out = Path(args.out)
     loaded = [load_model(c, device=args.device) for c in args.checkpoints]
     dataset = _dataset_from(args, loaded[0][2])
+    for path, (_, process, _) in zip(args.checkpoints, loaded):
+        dataset.check_vocab(process.vocab_size, f"checkpoint {path}")
     reference = None
     if args.reference:
         reference = load_reference(args.reference, device=args.device)
@@ -272,7 +276,8 @@ def run_eval(args) -> list[dict]:
     records = [baseline_record(suite, args.seed)]
     for i, (path, (model, process, cfg)) in enumerate(zip(args.checkpoints, loaded)):
         label = args.labels[i] if args.labels else _label(cfg, path)
-        kind = "student" if "student" in label.lower() or cfg.get("role") == "student" else "teacher"
+        kind = cfg.get("kind") if cfg.get("kind") in ("teacher", "student") else (
+            "student" if "student" in label.lower() else "teacher")
 
         def sample_fn(k, n, gen, model=model, process=process):
             parts = [process.sample(model, k, min(args.sample_batch, n - j), dataset.seq_len,
