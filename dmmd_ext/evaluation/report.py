@@ -25,8 +25,9 @@ import torch
 from .reference_model import ReferenceConfig, load_reference, save_reference, train_reference
 from .suite import EvalSuite
 
-__all__ = ["evaluate_sampler", "write_json", "markdown_table", "write_markdown", "plot_metrics",
-           "add_eval_parser", "run_eval", "add_train_reference_parser", "run_train_reference", "main"]
+__all__ = ["evaluate_sampler", "baseline_record", "build_suite", "write_json", "markdown_table",
+           "write_markdown", "plot_metrics", "add_eval_parser", "eval_arguments", "run_eval",
+           "add_train_reference_parser", "train_reference_arguments", "run_train_reference", "main"]
 
 # (key, column title, lower is better?) in table order
 METRICS = [
@@ -165,27 +166,47 @@ def _kv(items: list[str] | None) -> dict:
 
 
 def _dataset_from(args, cfg: dict | None = None):
-    """--data/--data-arg, else the dataset a checkpoint's config names: a
-    registry name, or 'hmm-<preset>' as data.hmm names its datasets."""
+    """--data/--data-arg when given, else the dataset a checkpoint's config
+    records: its "data_args" (written by `dmmd train-teacher`, rebuilt with the
+    same mapping) or a data.describe() name ('hmm-<preset>' or a registry name)."""
     from ..data import DATASETS, load_dataset
 
-    name, kwargs = args.data, _kv(args.data_arg)
-    if name is None and cfg is not None:
-        spec = cfg.get("data")
-        described = spec.get("name") if isinstance(spec, dict) else spec
-        if described in DATASETS:
-            name = described
-        elif isinstance(described, str) and described.startswith("hmm-"):
-            name, kwargs = "hmm", {"preset": described[4:], **kwargs}
-    if name is None:
-        raise ValueError("--data: the checkpoint's config does not name a dataset this command can "
-                         "rebuild; pass --data NAME (and --data-arg KEY=VALUE as used in training)")
-    return load_dataset(name, **kwargs)
+    kwargs = _kv(args.data_arg)
+    if args.data is not None:
+        return load_dataset(args.data, **kwargs)
+    cfg = cfg or {}
+    if cfg.get("data_args"):
+        from ..cli import _load_data  # the mapping train-teacher used: one source of truth
+
+        return _load_data(argparse.Namespace(**cfg["data_args"]))
+    spec = cfg.get("data")
+    described = spec.get("name") if isinstance(spec, dict) else spec
+    if described in DATASETS:
+        return load_dataset(described, **kwargs)
+    if isinstance(described, str) and described.startswith("hmm-"):
+        return load_dataset("hmm", **{"preset": described[4:], **kwargs})
+    raise ValueError("--data: the checkpoint's config does not name a dataset this command can "
+                     "rebuild; pass --data NAME (and --data-arg KEY=VALUE as used in training)")
+
+
+def _checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory holding one in checkpoint/."""
+    path = Path(path)
+    return path / "checkpoint" if (path / "checkpoint" / "config.json").is_file() else path
+
+
+TRAIN_REFERENCE_HELP = ("train the autoregressive reference model used by `dmmd eval` "
+                        "(generative perplexity, gradient moment)")
+EVAL_HELP = "sample teacher/student checkpoints at several step counts and measure them"
 
 
 def add_train_reference_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("train-reference", help="train the autoregressive reference model "
-                              "used by `dmmd eval` (generative perplexity, gradient moment)")
+    p = subparsers.add_parser("train-reference", help=TRAIN_REFERENCE_HELP)
+    train_reference_arguments(p)
+    return p
+
+
+def train_reference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset name (hmm, text, digits, tokens)")
     p.add_argument("--data-arg", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
     p.add_argument("--preset", default="tiny", help="transformer size preset (default tiny)")
@@ -197,7 +218,6 @@ def add_train_reference_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--out", required=True, help="output .safetensors path")
     p.set_defaults(func=run_train_reference)
-    return p
 
 
 def run_train_reference(args) -> dict:
@@ -212,10 +232,16 @@ def run_train_reference(args) -> dict:
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("eval", help="sample checkpoints at several step counts and measure them")
-    p.add_argument("checkpoints", nargs="+", help="teacher and/or student checkpoint directories")
-    p.add_argument("--labels", nargs="+", help="one label per checkpoint (default: the config's role, "
-                   "else the directory name)")
+    p = subparsers.add_parser("eval", help=EVAL_HELP)
+    eval_arguments(p)
+    return p
+
+
+def eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoints", nargs="+", help="teacher and/or student run directories (or their "
+                   "checkpoint/ directories)")
+    p.add_argument("--labels", nargs="+", help="one label per checkpoint (default: the run "
+                   "directory's name)")
     p.add_argument("--steps", type=int, nargs="+", required=True, help="sampling step counts")
     p.add_argument("--n-samples", type=int, default=256)
     p.add_argument("--sample-batch", type=int, default=128)
@@ -229,14 +255,15 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--half-batch", type=int, default=32, help="gradient-moment half-batch size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", help="output directory (default: <first checkpoint>/eval)")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=run_eval)
-    return p
 
 
-def _label(cfg: dict, path: str) -> str:
-    return str(cfg.get("role") or cfg.get("kind") or Path(path).name)
+def _label(path: str) -> str:
+    """The run directory's name (what a user named the run)."""
+    p = Path(path).resolve()
+    return p.parent.name if p.name == "checkpoint" else p.name
 
 
 def build_suite(dataset, reference=None, half_batch: int = 32, device: str = "cpu",
@@ -258,8 +285,8 @@ def run_eval(args) -> list[dict]:
     if args.labels and len(args.labels) != len(args.checkpoints):
         raise ValueError(f"--labels: expected {len(args.checkpoints)} labels (one per checkpoint), "
                          f"got {len(args.labels)}")
-    out = Path(args.out)
-    loaded = [load_model(c, device=args.device) for c in args.checkpoints]
+    out = Path(args.out) if args.out else Path(args.checkpoints[0]) / "eval"
+    loaded = [load_model(_checkpoint_dir(c), device=args.device) for c in args.checkpoints]
     dataset = _dataset_from(args, loaded[0][2])
     for path, (_, process, _) in zip(args.checkpoints, loaded):
         dataset.check_vocab(process.vocab_size, f"checkpoint {path}")
@@ -275,7 +302,7 @@ def run_eval(args) -> list[dict]:
     suite = build_suite(dataset, reference, args.half_batch, args.device, args.seed)
     records = [baseline_record(suite, args.seed)]
     for i, (path, (model, process, cfg)) in enumerate(zip(args.checkpoints, loaded)):
-        label = args.labels[i] if args.labels else _label(cfg, path)
+        label = args.labels[i] if args.labels else _label(path)
         kind = cfg.get("kind") if cfg.get("kind") in ("teacher", "student") else (
             "student" if "student" in label.lower() else "teacher")
 
