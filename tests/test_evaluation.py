@@ -150,3 +150,22 @@ def test_exact_report_true_samples_reach_the_entropy():
     assert other["samples"].nll.mean > rep["entropy_rate_nats"] + 10 * other["samples"].nll.stderr
     with pytest.raises(ValueError, match="length"):
         exact_report(p, torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_suite_scores_what_the_reference_reads_through_encode():
+    from dmmd_ext.evaluation.perplexity import per_sample_nll
+    from dmmd_ext.evaluation.suite import EvalSuite
+
+    data = Toy(n=256)
+    torch.manual_seed(3)
+    ref = ARReference.build(data.vocab_size, data.train.shape[1] - 2, preset="tiny").eval()
+    crop = lambda rows: rows[:, 2:]  # noqa: E731  (stands in for decode + re-tokenize)
+    suite = EvalSuite(data.train, data.val, reference=ref, half_batch=8, encode=crop)
+    samples = data.train[:64]
+    m = suite.measure(samples)
+    expected = per_sample_nll(ref.token_nll, crop(samples)).mean().item()
+    assert m["nll"]["mean"] == pytest.approx(expected, rel=1e-9)
+    assert m["gen_ppl"] == pytest.approx(math.exp(expected), rel=1e-9)
+    assert m["gradient_moment"]["n"] == 4  # 64 samples, 64 data rows, pairs of 16
+    with pytest.raises(ValueError, match="length"):
+        suite.measure(samples[:, :5])

@@ -97,3 +97,11 @@ def test_digits_classifier_features_separate_real_from_corrupted():
         assert r["frechet"] > 3 * floor, name
     with pytest.raises(ValueError, match="row 0"):
         sklearn_digit_labels(torch.full((1, 64), 16))
+
+    from dmmd_ext.evaluation.suite import EvalSuite
+
+    suite = EvalSuite(train, heldout, classifier=model)  # no reference, no true model
+    base = suite.baseline()
+    assert set(base) == {"unigram_entropy", "frechet"}
+    assert base["frechet"] == pytest.approx(digits_frechet(model, suite.heldout, train, heldout)["frechet"])
+    assert suite.measure(noise[: suite.heldout.shape[0]])["frechet"] > 3 * base["frechet"]

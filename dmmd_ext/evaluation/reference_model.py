@@ -246,6 +246,13 @@ class HFReference:
     def parameters(self) -> list[torch.Tensor]:
         return list(self.model.parameters())
 
+    def encoder_for(self, decode, reference_rows: torch.Tensor):
+        """A function mapping rows of dataset tokens to this model's ids, all cut
+        to one length: the shortest re-tokenized row of ``reference_rows`` (the
+        held-out data). ``decode`` maps a 1-d token tensor to text."""
+        length = self.encode([decode(r) for r in reference_rows]).shape[1]
+        return lambda rows: self.encode([decode(r) for r in rows], length=length)
+
     def token_nll(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device).long()
         inp = torch.cat([torch.full_like(x[:, :1], self.bos), x[:, :-1]], dim=1)

@@ -41,12 +41,12 @@ METRICS = [
 
 
 def evaluate_sampler(sample_fn, steps: list[int], suite: EvalSuite, n_samples: int, label: str,
-                     kind: str, seed: int = 0) -> list[dict]:
+                     kind: str, seed: int = 0, device: str | torch.device = "cpu") -> list[dict]:
     """One record per step count; ``sample_fn(n_steps, n, generator)`` returns
-    int64 [n, L] tokens."""
+    int64 [n, L] tokens. The generator lives on ``device`` (seeded by seed + steps)."""
     records = []
     for k in steps:
-        gen = torch.Generator().manual_seed(seed + k)
+        gen = torch.Generator(device=device).manual_seed(seed + k)
         t0 = time.time()
         samples = sample_fn(k, n_samples, gen).cpu()
         t1 = time.time()
@@ -251,6 +251,8 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     ref.add_argument("--reference", help="AR reference .safetensors from `dmmd train-reference`")
     ref.add_argument("--train-reference-steps", type=int, default=0,
                      help="train a reference for this many steps first (saved under --out)")
+    ref.add_argument("--hf-reference", help="a Hugging Face causal LM directory already on disk "
+                     "(text datasets; needs `transformers`; never downloads)")
     p.add_argument("--no-reference", action="store_true", help="skip perplexity and gradient moment")
     p.add_argument("--half-batch", type=int, default=32, help="gradient-moment half-batch size")
     p.add_argument("--seed", type=int, default=0)
@@ -291,15 +293,25 @@ def run_eval(args) -> list[dict]:
     for path, (_, process, _) in zip(args.checkpoints, loaded):
         dataset.check_vocab(process.vocab_size, f"checkpoint {path}")
     reference = None
+    encode = None
     if args.reference:
         reference = load_reference(args.reference, device=args.device)
+    elif args.hf_reference and not args.no_reference:
+        from .reference_model import HFReference
+        if dataset.decode(dataset.val[0]) is None:
+            raise ValueError(f"--hf-reference: dataset {dataset.name!r} has no text decoding; "
+                             "a Hugging Face reference applies to text datasets only")
+        reference = HFReference(args.hf_reference, device=args.device)
+        encode = reference.encoder_for(dataset.decode, dataset.val)
     elif args.train_reference_steps and not args.no_reference:
         reference, rec = train_reference(dataset, ReferenceConfig(steps=args.train_reference_steps,
                                                                   device=args.device, seed=args.seed))
         save_reference(reference, out / "reference.safetensors", rec)
     elif not args.no_reference:
-        raise ValueError("eval: pass --reference PATH, --train-reference-steps N or --no-reference")
+        raise ValueError("eval: pass --reference PATH, --train-reference-steps N, --hf-reference DIR "
+                         "or --no-reference")
     suite = build_suite(dataset, reference, args.half_batch, args.device, args.seed)
+    suite.encode = encode
     records = [baseline_record(suite, args.seed)]
     for i, (path, (model, process, cfg)) in enumerate(zip(args.checkpoints, loaded)):
         label = args.labels[i] if args.labels else _label(path)
@@ -308,12 +320,15 @@ def run_eval(args) -> list[dict]:
 
         def sample_fn(k, n, gen, model=model, process=process):
             parts = [process.sample(model, k, min(args.sample_batch, n - j), dataset.seq_len,
-                                    generator=gen, device="cpu").to("cpu") for j in range(0, n, args.sample_batch)]
+                                    generator=gen, device=args.device).cpu()
+                     for j in range(0, n, args.sample_batch)]
             return torch.cat(parts)
 
-        records += evaluate_sampler(sample_fn, args.steps, suite, args.n_samples, label, kind, args.seed)
+        records += evaluate_sampler(sample_fn, args.steps, suite, args.n_samples, label, kind, args.seed,
+                                    device=args.device)
     meta = {"checkpoints": args.checkpoints, "data": dataset.describe() if hasattr(dataset, "describe") else None,
-            "reference": args.reference, "half_batch": args.half_batch, "seed": args.seed,
+            "reference": args.reference or args.hf_reference or
+            ("trained here" if args.train_reference_steps else None), "half_batch": args.half_batch, "seed": args.seed,
             "device": str(args.device), "torch": torch.__version__}
     write_json(records, out / "eval.json", meta)
     write_markdown(records, out / "eval.md", notes=_NOTES)

@@ -17,6 +17,7 @@ Metrics (absent when their ingredient is absent):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -39,6 +40,9 @@ class EvalSuite:
     half_batch: int = 32
     batch_size: int = 64
     device: str = "cpu"
+    # maps rows of dataset tokens to the reference's own tokens (e.g. decode +
+    # re-tokenize for a Hugging Face model); None: the reference reads them as they are
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -58,19 +62,21 @@ class EvalSuite:
             raise ValueError(f"EvalSuite.measure: samples have length {samples.shape[1]}, the data "
                              f"{self.val.shape[1]}")
         samples = samples.cpu()
-        out: dict = {"unigram_entropy": _est(unigram_entropy(samples))}
+        entropy = unigram_entropy(samples)
+        out: dict = {"unigram_entropy": estimate(entropy).as_dict()}
         gen = torch.Generator().manual_seed(seed)
         if self.reference is not None:
             ref = self.reference
-            nll = per_sample_nll(ref.token_nll, samples, batch_size=self.batch_size, device=self.device)
-            res = summarize(nll, unigram_entropy(samples))
+            rows, data = self._for_reference(samples), self._gm_data_for_reference()
+            nll = per_sample_nll(ref.token_nll, rows, batch_size=self.batch_size, device=self.device)
+            res = summarize(nll, entropy)
             out["gen_ppl"] = res.perplexity
             out["nll"] = res.nll.as_dict()
             out["gradient_moment"] = gradient_moment(
-                ref.mean_nll, list(ref.parameters()), samples, self.gm_data, half_batch=self.half_batch,
-                n_pairs=self._pairs(samples), generator=gen, device=self.device).as_dict()
+                ref.mean_nll, list(ref.parameters()), rows, data, half_batch=self.half_batch,
+                n_pairs=self._pairs(rows), generator=gen, device=self.device).as_dict()
         if self.true_model is not None:
-            out["true_nll"] = _est(true_nll(self.true_model, samples))
+            out["true_nll"] = estimate(true_nll(self.true_model, samples)).as_dict()
             out["true_gradient_moment"] = true_gradient_moment(
                 self.true_model, samples, None, half_batch=self.half_batch, generator=gen).as_dict()
         if self.classifier is not None:
@@ -81,6 +87,14 @@ class EvalSuite:
     def baseline(self, seed: int = 0) -> dict:
         """The same metrics on held-out real rows (half A)."""
         return self.measure(self.heldout, seed=seed)
+
+    def _for_reference(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows if self.encode is None else self.encode(rows)
+
+    def _gm_data_for_reference(self) -> torch.Tensor:
+        if "gm_data" not in self._cache:
+            self._cache["gm_data"] = self._for_reference(self.gm_data)
+        return self._cache["gm_data"]
 
     def _pairs(self, samples: torch.Tensor) -> int:
         n = min(samples.shape[0], self.gm_data.shape[0]) // (2 * self.half_batch)
@@ -94,7 +108,3 @@ class EvalSuite:
         if "train_fit" not in self._cache:
             self._cache["train_fit"] = gaussian_fit(classifier_features(self.classifier, self.train))
         return self._cache["train_fit"]
-
-
-def _est(values: torch.Tensor) -> dict:
-    return estimate(values).as_dict()
