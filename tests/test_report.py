@@ -32,7 +32,7 @@ RECORDS = [
 ]
 
 
-def teacher_checkpoint(path):
+def teacher_checkpoint(path, data=None):
     from dmmd_ext.checkpoint import save_checkpoint
     from dmmd_ext.models.transformer import Transformer, preset_config
     from dmmd_ext.processes import make_process
@@ -41,7 +41,7 @@ def teacher_checkpoint(path):
     cfg = preset_config("tiny", vocab_in=5, vocab_out=4, max_len=6)
     process = make_process("masked", 4)
     config = {"model": {"arch": "transformer", **cfg.to_dict()}, "process": process.to_dict(),
-              "data": {"name": "hmm-toy"}, "kind": "teacher"}
+              "kind": "teacher", **(data or {"data": {"name": "hmm-toy"}})}
     return save_checkpoint(path, Transformer(cfg).state_dict(), config, step=0)
 
 
@@ -102,3 +102,36 @@ def test_eval_needs_a_reference_choice(tmp_path):
     with pytest.raises(ValueError, match="--labels"):
         main(["eval", str(ck), "--steps", "1", "--labels", "a", "b", "--no-reference",
               "--out", str(tmp_path / "o")])
+
+
+def test_registered_with_the_dmmd_command_and_reads_data_args(tmp_path):
+    from dmmd_ext.cli import build_parser
+    from dmmd_ext.cli import main as dmmd_main
+
+    _, cmds = build_parser()
+    assert {"eval", "train-reference"} <= set(cmds)
+    run = tmp_path / "run"
+    # what `dmmd train-teacher` records: the data flags, rebuilt by the same mapping
+    teacher_checkpoint(run / "checkpoint", {"data_args": {
+        "data": "hmm", "hmm_preset": "toy", "n_train": 1000, "seq_len": None, "data_path": None,
+        "data_seed": 0}})
+    assert dmmd_main(["eval", str(run), "--steps", "2", "--n-samples", "64", "--half-batch", "16",
+                      "--no-reference", "--no-plots", "--device", "cpu"]) == 0
+    saved = json.loads((run / "eval" / "eval.json").read_text())
+    assert saved["meta"]["data"]["name"] == "hmm-toy" and saved["meta"]["data"]["train_sequences"] == 1000
+    assert saved["records"][1]["label"] == "run"
+    assert "true_gradient_moment" in saved["records"][1]["metrics"]
+    assert "gen_ppl" not in saved["records"][1]["metrics"]  # --no-reference
+
+
+def test_digits_suite_has_a_frechet_floor():
+    from dmmd_ext.data import load_dataset
+    from dmmd_ext.evaluation.report import build_suite
+
+    ds = load_dataset("digits")
+    suite = build_suite(ds)
+    base = suite.baseline()
+    assert suite.classifier is not None and suite.true_model is None
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, 17, (suite.heldout.shape[0], 64), generator=g)
+    assert 0 < base["frechet"] < suite.measure(noise)["frechet"] / 3
