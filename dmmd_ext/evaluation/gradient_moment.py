@@ -78,9 +78,11 @@ def batch_gradient(nll_fn: NllFn, batch: torch.Tensor, params: Sequence[torch.Te
 def _diff(nll_fn: NllFn, params, samples: torch.Tensor, data: torch.Tensor | None) -> list[torch.Tensor]:
     gs = batch_gradient(nll_fn, samples, params)
     if data is None:  # E_data[grad L] known to be zero (the reference is the true model)
-        return [a.double() for a in gs]
+        return gs
     gd = batch_gradient(nll_fn, data, params)
-    return [a.double() - b.double() for a, b in zip(gs, gd)]
+    # in the parameters' dtype: float64 copies of every gradient would double the
+    # memory for large references; the dot product below accumulates in float64
+    return [a - b for a, b in zip(gs, gd)]
 
 
 def pair_estimate(nll_fn: NllFn, params: Sequence[torch.Tensor], s1: torch.Tensor, d1: torch.Tensor | None,
@@ -90,7 +92,7 @@ def pair_estimate(nll_fn: NllFn, params: Sequence[torch.Tensor], s1: torch.Tenso
     exactly known E_data[grad L] = 0 (the true model as reference)."""
     a = _diff(nll_fn, params, s1, d1)
     b = _diff(nll_fn, params, s2, d2)
-    return float(sum((x * y).sum() for x, y in zip(a, b)))
+    return float(sum(torch.dot(x.reshape(-1).double(), y.reshape(-1).double()) for x, y in zip(a, b)))
 
 
 def _halves(batch: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:

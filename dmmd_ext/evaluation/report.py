@@ -281,6 +281,30 @@ def build_suite(dataset, reference=None, half_batch: int = 32, device: str = "cp
                      half_batch=half_batch, device=device)
 
 
+def _reference_from(args, dataset, out: Path):
+    """(reference or None, encode or None) from --reference / --hf-reference /
+    --train-reference-steps / --no-reference."""
+    if args.no_reference:
+        return None, None
+    if args.reference:
+        return load_reference(args.reference, device=args.device), None
+    if args.hf_reference:
+        from .reference_model import HFReference
+
+        if dataset.decode(dataset.val[0]) is None:
+            raise ValueError(f"--hf-reference: dataset {dataset.name!r} has no text decoding; "
+                             "a Hugging Face reference applies to text datasets only")
+        reference = HFReference(args.hf_reference, device=args.device)
+        return reference, reference.encoder_for(dataset.decode, dataset.val)
+    if args.train_reference_steps:
+        reference, rec = train_reference(dataset, ReferenceConfig(steps=args.train_reference_steps,
+                                                                  device=args.device, seed=args.seed))
+        save_reference(reference, out / "reference.safetensors", rec)
+        return reference, None
+    raise ValueError("eval: pass --reference PATH, --train-reference-steps N, --hf-reference DIR "
+                     "or --no-reference")
+
+
 def run_eval(args) -> list[dict]:
     from ..checkpoint import load_model
 
@@ -292,24 +316,7 @@ def run_eval(args) -> list[dict]:
     dataset = _dataset_from(args, loaded[0][2])
     for path, (_, process, _) in zip(args.checkpoints, loaded):
         dataset.check_vocab(process.vocab_size, f"checkpoint {path}")
-    reference = None
-    encode = None
-    if args.reference:
-        reference = load_reference(args.reference, device=args.device)
-    elif args.hf_reference and not args.no_reference:
-        from .reference_model import HFReference
-        if dataset.decode(dataset.val[0]) is None:
-            raise ValueError(f"--hf-reference: dataset {dataset.name!r} has no text decoding; "
-                             "a Hugging Face reference applies to text datasets only")
-        reference = HFReference(args.hf_reference, device=args.device)
-        encode = reference.encoder_for(dataset.decode, dataset.val)
-    elif args.train_reference_steps and not args.no_reference:
-        reference, rec = train_reference(dataset, ReferenceConfig(steps=args.train_reference_steps,
-                                                                  device=args.device, seed=args.seed))
-        save_reference(reference, out / "reference.safetensors", rec)
-    elif not args.no_reference:
-        raise ValueError("eval: pass --reference PATH, --train-reference-steps N, --hf-reference DIR "
-                         "or --no-reference")
+    reference, encode = _reference_from(args, dataset, out)
     suite = build_suite(dataset, reference, args.half_batch, args.device, args.seed)
     suite.encode = encode
     records = [baseline_record(suite, args.seed)]
