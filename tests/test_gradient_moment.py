@@ -138,3 +138,19 @@ def test_errors_name_the_argument():
         gradient_moment(nll, [theta], x, x, half_batch=2, n_pairs=5)
     with pytest.raises(ValueError, match="params"):
         batch_gradient(nll, x, [])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible)")
+def test_cuda_matches_cpu():
+    theta_cpu = torch.nn.Parameter(torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(6)))
+    theta_gpu = torch.nn.Parameter(theta_cpu.detach().cuda())
+
+    def nll_for(theta):
+        return lambda b: F.cross_entropy(theta.expand(b.shape[0], 6), b.to(theta.device))
+
+    g = torch.Generator().manual_seed(7)
+    s = torch.randint(0, 6, (64 * 10,), generator=g)
+    d = torch.randint(0, 3, (64 * 10,), generator=g)
+    cpu = gradient_moment(nll_for(theta_cpu), [theta_cpu], s, d, half_batch=32)
+    gpu = gradient_moment(nll_for(theta_gpu), [theta_gpu], s, d, half_batch=32, device="cuda")
+    assert gpu.mean == pytest.approx(cpu.mean, rel=1e-9) and gpu.stderr == pytest.approx(cpu.stderr, rel=1e-6)
