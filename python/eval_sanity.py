@@ -23,7 +23,8 @@ import torch
 
 from dmmd_ext.data import load_dataset
 from dmmd_ext.evaluation.perplexity import per_sample_nll
-from dmmd_ext.evaluation.reference_model import ReferenceConfig, train_reference
+from dmmd_ext.evaluation.reference_model import (ReferenceConfig, load_reference, save_reference,
+                                                 train_reference, validation_nll)
 from dmmd_ext.evaluation.report import markdown_table
 from dmmd_ext.evaluation.suite import EvalSuite
 
@@ -64,14 +65,22 @@ def main(argv=None):
     p.add_argument("--half-batch", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--reference", help="load this AR reference instead of training one")
+    p.add_argument("--save-reference", help="save the trained reference here")
     p.add_argument("--out", help="write the markdown table here")
     p.add_argument("--json", help="write the records here")
     args = p.parse_args(argv)
     kwargs = {k: json.loads(v) if v[:1].isdigit() else v for k, v in (a.split("=", 1) for a in args.data_arg)}
     t0 = time.time()
     dataset = load_dataset(args.data, **kwargs)
-    reference, rec = train_reference(dataset, ReferenceConfig(preset=args.preset, steps=args.reference_steps,
-                                                              seed=args.seed, device=args.device))
+    if args.reference:
+        reference = load_reference(args.reference, device=args.device)
+        rec = {"val_nll": validation_nll(reference, dataset.val, 64, 16), "seconds": 0.0}
+    else:
+        reference, rec = train_reference(dataset, ReferenceConfig(preset=args.preset, steps=args.reference_steps,
+                                                                  seed=args.seed, device=args.device))
+        if args.save_reference:
+            save_reference(reference, args.save_reference, rec)
     print(f"reference: val NLL {rec['val_nll']:.4f} nats/token after {args.reference_steps} steps "
           f"({rec['seconds']:.0f} s)")
     suite = EvalSuite(dataset.train, dataset.val, reference=reference,

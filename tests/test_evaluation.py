@@ -169,3 +169,15 @@ def test_suite_scores_what_the_reference_reads_through_encode():
     assert m["gradient_moment"]["n"] == 4  # 64 samples, 64 data rows, pairs of 16
     with pytest.raises(ValueError, match="length"):
         suite.measure(samples[:, :5])
+
+
+def test_suite_halves_partition_the_validation_rows_at_random():
+    from dmmd_ext.evaluation.suite import EvalSuite
+
+    val = torch.arange(101).view(101, 1)  # row i holds i: a drifting, ordered split
+    suite = EvalSuite(val, val)
+    a, b = suite.heldout[:, 0], suite.gm_data[:, 0]
+    assert a.numel() == 50 and b.numel() == 51
+    assert torch.equal(torch.cat([a, b]).sort().values, torch.arange(101))
+    assert 35 < float(a.double().mean()) < 65  # both halves span the whole split
+    assert torch.equal(EvalSuite(val, val).heldout, suite.heldout)  # seeded

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..models.transformer import PRESETS, Transformer, TransformerConfig
 
-__all__ = ["ARReference", "ReferenceConfig", "train_reference", "save_reference", "load_reference",
+__all__ = ["ARReference", "ReferenceConfig", "train_reference", "validation_nll", "save_reference", "load_reference",
            "HFReference"]
 
 

@@ -1,7 +1,8 @@
 """EvalSuite: every metric that applies to one dataset, measured on a set of
 samples under one protocol, and on held-out real data for the baseline row.
 
-Protocol. The validation split is cut in two disjoint halves: B (the
+Protocol. The validation split is cut in two disjoint halves (a seeded
+random partition of its rows): B (the
 "data" side of the gradient moment, always) and A (the real rows that stand
 in for samples in the baseline row). Model samples and A are therefore
 scored identically, and the baseline's gradient moment compares two
@@ -43,17 +44,28 @@ class EvalSuite:
     # maps rows of dataset tokens to the reference's own tokens (e.g. decode +
     # re-tokenize for a Hugging Face model); None: the reference reads them as they are
     encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    split_seed: int = 0
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def heldout(self) -> torch.Tensor:
         """Half A of the validation split (the baseline's stand-in samples)."""
-        return self.val[: self.val.shape[0] // 2]
+        return self._halves()[0]
 
     @property
     def gm_data(self) -> torch.Tensor:
         """Half B: the data side of every gradient moment."""
-        return self.val[self.val.shape[0] // 2:]
+        return self._halves()[1]
+
+    def _halves(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # A random (seeded) partition, not first/second half: a validation split
+        # cut from the end of a corpus drifts along its length, and contiguous
+        # halves would then differ in distribution (a nonzero real-vs-real GM).
+        if "halves" not in self._cache:
+            n = self.val.shape[0]
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+            self._cache["halves"] = (self.val[perm[: n // 2]], self.val[perm[n // 2:]])
+        return self._cache["halves"]
 
     def measure(self, samples: torch.Tensor, seed: int = 0) -> dict:
         """All applicable metrics of ``samples`` [n, L] as a flat dict of
