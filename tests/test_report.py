@@ -71,8 +71,8 @@ def test_plot_written_and_clear_message_without_matplotlib(tmp_path, monkeypatch
 def test_eval_command_end_to_end(tmp_path):
     ck = teacher_checkpoint(tmp_path / "teacher")
     ref = tmp_path / "ref.safetensors"
-    rec = main(["train-reference", *DATA_ARGS, "--steps", "40", "--batch-size", "32", "--device", "cpu",
-                "--log-every", "0", "--out", str(ref)])
+    rec = main(["train-reference", "--data", "hmm", "--hmm-preset", "toy", "--n-train", "2000",
+                "--steps", "40", "--batch-size", "32", "--device", "cpu", "--log-every", "0", "--out", str(ref)])
     assert ref.is_file() and rec["val_nll"] < rec["train_losses"][0]
     out = tmp_path / "eval"
     # dataset taken from the checkpoint's config ("hmm-toy"), sizes overridden by --data-arg
@@ -93,6 +93,9 @@ def test_eval_command_end_to_end(tmp_path):
     assert untrained["true_nll"]["mean"] > data["true_nll"]["mean"]
     assert "| teacher | 8 | 128 |" in (out / "eval.md").read_text()
     assert (out / "metrics.png").is_file()
+    with pytest.raises(ValueError, match="vocab_size=4"):  # the checkpoint and the data disagree
+        main(["eval", str(ck), "--steps", "1", "--reference", str(ref), "--data", "hmm",
+              "--data-arg", "preset=random", "--data-arg", "n_train=100", "--out", str(tmp_path / "x")])
 
 
 def test_eval_needs_a_reference_choice(tmp_path):
@@ -135,3 +138,13 @@ def test_digits_suite_has_a_frechet_floor():
     g = torch.Generator().manual_seed(0)
     noise = torch.randint(0, 17, (suite.heldout.shape[0], 64), generator=g)
     assert 0 < base["frechet"] < suite.measure(noise)["frechet"] / 3
+
+
+def test_eval_rejects_a_reference_built_for_other_data(tmp_path):
+    from dmmd_ext.evaluation.reference_model import ARReference, save_reference
+
+    ck = teacher_checkpoint(tmp_path / "teacher")  # K = 4, L = 6
+    ref = save_reference(ARReference.build(vocab_size=5, seq_len=6), tmp_path / "ref.safetensors")
+    with pytest.raises(ValueError, match="--reference .*vocab_size=5"):
+        main(["eval", str(ck), "--steps", "1", "--reference", str(ref), *DATA_ARGS,
+              "--out", str(tmp_path / "o")])

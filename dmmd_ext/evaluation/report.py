@@ -207,8 +207,9 @@ def add_train_reference_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def train_reference_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset name (hmm, text, digits, tokens)")
-    p.add_argument("--data-arg", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    from ..cli import _add_data_args  # the same data flags as train-teacher: the same split
+
+    _add_data_args(p)
     p.add_argument("--preset", default="tiny", help="transformer size preset (default tiny)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
@@ -221,10 +222,13 @@ def train_reference_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train_reference(args) -> dict:
-    dataset = _dataset_from(args)
+    from ..cli import _data_args, _load_data
+
+    dataset = _load_data(args)
     cfg = ReferenceConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, device=args.device, log_every=args.log_every)
     model, record = train_reference(dataset, cfg)
+    record["data_args"] = _data_args(args)
     save_reference(model, args.out, record)
     print(f"reference saved to {args.out}: val NLL {record.get('val_nll', float('nan')):.4f} nats/token "
           f"after {cfg.steps} steps ({record['seconds']:.0f} s)")
@@ -287,7 +291,12 @@ def _reference_from(args, dataset, out: Path):
     if args.no_reference:
         return None, None
     if args.reference:
-        return load_reference(args.reference, device=args.device), None
+        reference = load_reference(args.reference, device=args.device)
+        if reference.vocab_size != dataset.vocab_size or reference.config.max_len < dataset.seq_len:
+            raise ValueError(f"--reference {args.reference}: built for vocab_size={reference.vocab_size}, "
+                             f"max_len={reference.config.max_len}, but dataset {dataset.name!r} has "
+                             f"vocab_size={dataset.vocab_size}, seq_len={dataset.seq_len}")
+        return reference, None
     if args.hf_reference:
         from .reference_model import HFReference
 
