@@ -80,13 +80,14 @@ def test_eval_command_end_to_end(tmp_path):
                     "--reference", str(ref), "--device", "cpu", "--out", str(out),
                     "--data-arg", "n_train=2000", "--data-arg", "n_val=512"])
     saved = json.loads((out / "eval.json").read_text())
-    assert [r["steps"] for r in saved["records"]] == [None, 1, 8]
-    assert saved["records"][1]["kind"] == "teacher" and saved["records"][0]["kind"] == "data"
+    assert [r["steps"] for r in saved["records"]] == [None, None, 1, 8]
+    assert [r["kind"] for r in saved["records"]] == ["data", "data", "teacher", "teacher"]
+    assert saved["records"][1]["label"] == "data (train rows)"
     for r in records:
         m = r["metrics"]
         assert {"gen_ppl", "nll", "unigram_entropy", "gradient_moment", "true_nll",
                 "true_gradient_moment"} <= set(m)
-    data, untrained = records[0]["metrics"], records[2]["metrics"]
+    data, untrained = records[0]["metrics"], records[3]["metrics"]
     # an untrained teacher is far from the data under the exact model
     assert untrained["true_gradient_moment"]["mean"] > data["true_gradient_moment"]["mean"] + \
         4 * untrained["true_gradient_moment"]["stderr"]
@@ -122,9 +123,9 @@ def test_registered_with_the_dmmd_command_and_reads_data_args(tmp_path):
                       "--no-reference", "--no-plots", "--device", "cpu"]) == 0
     saved = json.loads((run / "eval" / "eval.json").read_text())
     assert saved["meta"]["data"]["name"] == "hmm-toy" and saved["meta"]["data"]["train_sequences"] == 1000
-    assert saved["records"][1]["label"] == "run"
-    assert "true_gradient_moment" in saved["records"][1]["metrics"]
-    assert "gen_ppl" not in saved["records"][1]["metrics"]  # --no-reference
+    assert saved["records"][2]["label"] == "run"
+    assert "true_gradient_moment" in saved["records"][2]["metrics"]
+    assert "gen_ppl" not in saved["records"][2]["metrics"]  # --no-reference
 
 
 def test_digits_suite_has_a_frechet_floor():

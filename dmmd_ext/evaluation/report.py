@@ -2,9 +2,9 @@
 at several step counts, measure them with an EvalSuite, and write
 
     <out>/eval.json    every record (label, kind, steps, n_samples, metrics)
-    <out>/eval.md      the same as a markdown table, data baseline first
+    <out>/eval.md      the same as a markdown table, the data rows first
     <out>/metrics.png  one panel per metric vs sampling steps, every model on
-                       the same axes, the data baseline as a dashed line
+                       the same axes, the data rows as grey horizontal lines
                        (needs matplotlib; skipped with a message without it)
 
 The CLI registers the subcommands through add_eval_parser(subparsers) /
@@ -25,7 +25,7 @@ import torch
 from .reference_model import ReferenceConfig, load_reference, save_reference, train_reference
 from .suite import EvalSuite
 
-__all__ = ["evaluate_sampler", "baseline_record", "build_suite", "write_json", "markdown_table",
+__all__ = ["evaluate_sampler", "baseline_records", "build_suite", "write_json", "markdown_table",
            "write_markdown", "plot_metrics", "add_eval_parser", "eval_arguments", "run_eval",
            "add_train_reference_parser", "train_reference_arguments", "run_train_reference", "main"]
 
@@ -56,9 +56,13 @@ def evaluate_sampler(sample_fn, steps: list[int], suite: EvalSuite, n_samples: i
     return records
 
 
-def baseline_record(suite: EvalSuite, seed: int = 0) -> dict:
-    return {"label": "data (held-out)", "kind": "data", "steps": None,
-            "n_samples": int(suite.heldout.shape[0]), "metrics": suite.baseline(seed=seed)}
+def baseline_records(suite: EvalSuite, seed: int = 0) -> list[dict]:
+    """Held-out real rows (the target) and training rows (a memorizing sampler)."""
+    train = suite.train_rows(seed)
+    return [{"label": "data (held-out)", "kind": "data", "steps": None,
+             "n_samples": int(suite.heldout.shape[0]), "metrics": suite.baseline(seed=seed)},
+            {"label": "data (train rows)", "kind": "data", "steps": None,
+             "n_samples": int(train.shape[0]), "metrics": suite.measure(train, seed=seed)}]
 
 
 def write_json(records: list[dict], path: str | Path, meta: dict | None = None) -> Path:
@@ -82,7 +86,9 @@ def _cell(value) -> str:
 def markdown_table(records: list[dict]) -> str:
     """Rows: records (data baseline first); columns: the metrics present."""
     present = [m for m in METRICS if any(m[0] in r["metrics"] for r in records)]
-    rows = sorted(records, key=lambda r: (r["kind"] != "data", r["label"], r["steps"] or 0))
+    order = {id(r): i for i, r in enumerate(records)}
+    rows = sorted(records, key=lambda r: (r["kind"] != "data", order[id(r)] if r["kind"] == "data" else 0,
+                                          r["label"], r["steps"] or 0))
     head = "| model | steps | n | " + " | ".join(t for _, t, _ in present) + " |"
     sep = "|---|---|---|" + "---|" * len(present)
     lines = [head, sep]
@@ -132,9 +138,9 @@ def plot_metrics(records: list[dict], path: str | Path) -> Path | None:
             if pts:
                 xs, ys, es = zip(*pts)
                 ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
-        for r in records:
-            if r["kind"] == "data" and key in r["metrics"]:
-                ax.axhline(_mean_se(r["metrics"][key])[0], color="gray", ls="--", label="data")
+        data_rows = [r for r in records if r["kind"] == "data" and key in r["metrics"]]
+        for r, ls in zip(data_rows, ("--", ":", "-.")):
+            ax.axhline(_mean_se(r["metrics"][key])[0], color="gray", ls=ls, label=r["label"])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps")
         ax.set_title(title + ("" if lower is None else (" (lower is better)" if lower else "")), fontsize=9)
@@ -328,7 +334,7 @@ def run_eval(args) -> list[dict]:
     reference, encode = _reference_from(args, dataset, out)
     suite = build_suite(dataset, reference, args.half_batch, args.device, args.seed)
     suite.encode = encode
-    records = [baseline_record(suite, args.seed)]
+    records = baseline_records(suite, args.seed)
     for i, (path, (model, process, cfg)) in enumerate(zip(args.checkpoints, loaded)):
         label = args.labels[i] if args.labels else _label(path)
         kind = cfg.get("kind") if cfg.get("kind") in ("teacher", "student") else (

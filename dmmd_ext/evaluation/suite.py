@@ -100,6 +100,14 @@ class EvalSuite:
         """The same metrics on held-out real rows (half A)."""
         return self.measure(self.heldout, seed=seed)
 
+    def train_rows(self, seed: int = 0) -> torch.Tensor:
+        """As many random training rows as half A: what a sampler that
+        reproduces the training set exactly would score (the reference has
+        fitted them, and the validation split may differ from training)."""
+        g = torch.Generator().manual_seed(seed)
+        n = min(self.heldout.shape[0], self.train.shape[0])
+        return self.train[torch.randperm(self.train.shape[0], generator=g)[:n]]
+
     def _for_reference(self, rows: torch.Tensor) -> torch.Tensor:
         return rows if self.encode is None else self.encode(rows)
 
