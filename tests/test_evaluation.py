@@ -56,6 +56,10 @@ def test_train_reference_learns_and_round_trips(tmp_path):
     assert record["val_nll"] < 1.5 * floor  # it learned the counting rule
     assert record["val_nll"] > 0.9 * floor  # it cannot beat the true entropy (up to val noise)
     assert record["val_nll"] < record["train_losses"][0]
+    samples = model.sample(64, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (64, data.train.shape[1])
+    follows = (samples[:, 1:] - samples[:, :-1]) % data.vocab_size == 1
+    assert follows.double().mean() > 0.9  # ancestral samples obey the learned rule
     path = save_reference(model, tmp_path / "ref.safetensors", record)
     again = load_reference(path)
     x = data.val[:5]
