@@ -201,7 +201,7 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
     if cfg.progress and rank == 0:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc="train-teacher", dynamic_ncols=True)
-    last_val, t0 = None, time.time()
+    last_val, t0, c0 = None, time.time(), time.process_time()  # cpu_s: all threads, this process
     L = dataset.seq_len
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     for step in range(start, end):
@@ -225,7 +225,8 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
         done = step + 1
         if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps or step == start):
             rec = {"step": done, "loss_bpt": float(loss.detach()) / math.log(2), "lr": lr,
-                   "grad_norm": float(gnorm), "elapsed_s": round(time.time() - t0, 3)}
+                   "grad_norm": float(gnorm), "elapsed_s": round(time.time() - t0, 3),
+                   "cpu_s": round(time.process_time() - c0, 3)}
             _log(log_path, rec)
             if bar is not None:
                 bar.set_postfix(loss_bpt=f"{rec['loss_bpt']:.3f}",
