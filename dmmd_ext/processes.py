@@ -101,8 +101,10 @@ class Process:
         return z_s
 
     def _rate(self, t, like: torch.Tensor):
-        t = torch.as_tensor(t, dtype=torch.float64, device=like.device)
-        return self.schedule.alpha(t)
+        """a_t as the kernels take it: a Python float for a number t, else float64 [B]."""
+        if isinstance(t, (int, float)):
+            return float(self.schedule.alpha(torch.tensor(float(t), dtype=torch.float64)))
+        return self.schedule.alpha(t.to(device=like.device, dtype=torch.float64))
 
     @torch.no_grad()
     def sample(self, model: DenoiserModel, n_steps: int, batch: int, length: int,

@@ -181,14 +181,18 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 500 + rank)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
                             betas=(cfg.beta1, cfg.beta2))
-    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
-    start = 0
+    start, saved = 0, {}
     if resume and ckpt.has_checkpoint(ck_dir):
-        start = _restore(ck_dir, model, opt, ema, data_gen, noise_gen, rank, device)
+        start, saved = _restore(ck_dir, model, opt, data_gen, noise_gen, rank)
     ddp = model
-    if world > 1:
+    if world > 1:  # DDP broadcasts rank 0's weights here, so the EMA starts from them
         ddp = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    if ema is not None:
+        for k in ema.shadow:
+            if f"ema.{k}" in saved:
+                ema.shadow[k].copy_(saved[f"ema.{k}"])
 
     config = {"model": model_config or {}, "process": process.to_dict(),
               "data": dataset.describe(), "train": cfg.to_dict(), "kind": "teacher",
@@ -201,7 +205,7 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
     if cfg.progress and rank == 0:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc="train-teacher", dynamic_ncols=True)
-    last_val, t0 = None, time.time()
+    last_val, t0, c0 = None, time.time(), time.process_time()  # cpu_s: all threads, this process
     L = dataset.seq_len
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     for step in range(start, end):
@@ -225,7 +229,8 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
         done = step + 1
         if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps or step == start):
             rec = {"step": done, "loss_bpt": float(loss.detach()) / math.log(2), "lr": lr,
-                   "grad_norm": float(gnorm), "elapsed_s": round(time.time() - t0, 3)}
+                   "grad_norm": float(gnorm), "elapsed_s": round(time.time() - t0, 3),
+                   "cpu_s": round(time.process_time() - c0, 3)}
             _log(log_path, rec)
             if bar is not None:
                 bar.set_postfix(loss_bpt=f"{rec['loss_bpt']:.3f}",
@@ -284,16 +289,13 @@ def _save(ck_dir, model, opt, ema, data_gen, noise_gen, config, step, rank, worl
         dist.barrier()
 
 
-def _restore(ck_dir, model, opt, ema, data_gen, noise_gen, rank, device) -> int:
+def _restore(ck_dir, model, opt, data_gen, noise_gen, rank):
+    """Load raw weights, optimizer and this rank's RNG states; returns (step, tensors)."""
     tensors, state = ckpt.load_train_state(ck_dir)
     if state is None:
         raise ValueError(f"resume: {ck_dir} holds no train_state.pt (an inference-only "
                          "checkpoint); start a new run directory or pass resume=False")
     model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("raw.")})
-    if ema is not None:
-        for k in ema.shadow:
-            if f"ema.{k}" in tensors:
-                ema.shadow[k].copy_(tensors[f"ema.{k}"])
     opt.load_state_dict(state["optimizer"])
     rng = ckpt.load_rng(ck_dir, rank)
     if rng is None:
@@ -301,4 +303,4 @@ def _restore(ck_dir, model, opt, ema, data_gen, noise_gen, rank, device) -> int:
                          f"world size {state.get('world_size')}); resume with the same world size")
     data_gen.set_state(rng["data"])
     noise_gen.set_state(rng["noise"].to(noise_gen.get_state().device))
-    return int(state["step"])
+    return int(state["step"]), tensors

@@ -290,3 +290,22 @@ def test_process_roundtrip():
     q = make_process(p.to_dict())
     assert (q.kind, q.vocab_size, q.schedule.name) == ("uniform", 7, "loglinear")
     assert make_process("masked", 7).input_vocab_size == 8
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_step_takes_per_row_times(kind):
+    K, B, L = 5, 6, 40
+    proc = make_process(kind, K, "cosine")
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.randint(0, K, (B, L), generator=g)
+    t = torch.linspace(0.2, 1.0, B)
+    s = torch.cat([torch.zeros(3), t[3:] - 0.1])
+    z_t = proc.corrupt(x0, t, generator=g)
+    logits = torch.nn.functional.one_hot(x0, K).float() * 1e4
+    z_s = proc.step(z_t, logits, t, s, generator=g)
+    assert z_s.shape == (B, L)
+    assert torch.equal(z_s[:3], x0[:3])  # s = 0: everything is clean
+    if kind == "masked":  # revealed tokens stay, new reveals are the model's token
+        keep = z_t != K
+        assert torch.equal(z_s[keep], z_t[keep])
+        assert torch.equal(z_s[z_s != K], x0[z_s != K])
