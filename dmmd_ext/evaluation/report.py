@@ -253,7 +253,8 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", nargs="+", help="one label per checkpoint (default: the run "
                    "directory's name)")
     p.add_argument("--steps", type=int, nargs="+", required=True, help="sampling step counts")
-    p.add_argument("--n-samples", type=int, default=256)
+    p.add_argument("--n-samples", type=int, help="samples per (model, steps) (default: as many as the "
+                   "held-out half of the validation split, so that the rows compare)")
     p.add_argument("--sample-batch", type=int, default=128)
     p.add_argument("--data", help="dataset name (default: the one in the first checkpoint's config)")
     p.add_argument("--data-arg", action="append", metavar="KEY=VALUE")
@@ -346,7 +347,8 @@ def run_eval(args) -> list[dict]:
                      for j in range(0, n, args.sample_batch)]
             return torch.cat(parts)
 
-        records += evaluate_sampler(sample_fn, args.steps, suite, args.n_samples, label, kind, args.seed,
+        n_samples = args.n_samples or int(suite.heldout.shape[0])
+        records += evaluate_sampler(sample_fn, args.steps, suite, n_samples, label, kind, args.seed,
                                     device=args.device)
     meta = {"checkpoints": args.checkpoints, "data": dataset.describe() if hasattr(dataset, "describe") else None,
             "reference": args.reference or args.hf_reference or
