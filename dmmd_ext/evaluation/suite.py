@@ -1,12 +1,12 @@
 """EvalSuite: every metric that applies to one dataset, measured on a set of
-samples under one protocol, and on held-out real data for the baseline row.
+samples under one protocol, and on real data for the baseline rows.
 
-Protocol. The validation split is cut in two disjoint halves (a seeded
-random partition of its rows): B (the
-"data" side of the gradient moment, always) and A (the real rows that stand
-in for samples in the baseline row). Model samples and A are therefore
-scored identically, and the baseline's gradient moment compares two
-disjoint real sets (train rows would not do: the reference has fitted them).
+Protocol. The validation rows are split by a seeded random partition into two
+halves: B (the data side of every gradient moment) and A (real rows that
+stand in for samples in the held-out baseline row). Model samples and A are
+therefore scored identically, and the baseline's gradient moment compares two
+disjoint real sets (train rows would not do: the reference has fitted them;
+train_rows() gives them as a second, "memorizing sampler" baseline).
 
 Metrics (absent when their ingredient is absent):
 - reference model (ARReference / HFReference): gen_ppl, nll, gradient_moment;
