@@ -47,14 +47,6 @@ class DenoiserModel(Protocol):
                  noise: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
-def _check_tokens(name: str, x: torch.Tensor, high: int) -> None:
-    if x.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"{name}: expected an int32/int64 tensor, got {x.dtype}")
-    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= high):
-        raise ValueError(f"{name}: expected tokens in [0, {high}), got values in "
-                         f"[{int(x.min())}, {int(x.max())}]")
-
-
 class Process:
     """Common part of both processes. Subclasses set kind, mask_id, input_vocab_size
     and define loss and prior."""
