@@ -47,14 +47,6 @@ class DenoiserModel(Protocol):
                  noise: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
-def _check_tokens(name: str, x: torch.Tensor, high: int) -> None:
-    if x.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"{name}: expected an int32/int64 tensor, got {x.dtype}")
-    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= high):
-        raise ValueError(f"{name}: expected tokens in [0, {high}), got values in "
-                         f"[{int(x.min())}, {int(x.max())}]")
-
-
 class Process:
     """Common part of both processes. Subclasses set kind, mask_id, input_vocab_size
     and define loss and prior."""
@@ -95,9 +87,9 @@ class Process:
         truncated), z_s ~ q(z_s | z_t, x). t, s: floats or [B] tensors, s < t."""
         a_t = self._rate(t, z_t)
         a_s = self._rate(s, z_t)
-        fn = getattr(ops, "posterior_step", None) or _torch_posterior_step
-        z_s, _ = fn(z_t, logits, a_t, a_s, self.kind, self.mask_id,
-                    temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        z_s, _ = ops.posterior_step(z_t, logits, a_t, a_s, self.kind, self.mask_id,
+                                    temperature=temperature, top_k=top_k, top_p=top_p,
+                                    generator=generator)
         return z_s
 
     def _rate(self, t, like: torch.Tensor):
@@ -147,38 +139,6 @@ class Process:
             raise ValueError(f"z_t: expected shape {tuple(x0.shape)}, got {tuple(z_t.shape)}")
         if t.shape != (B,):
             raise ValueError(f"t: expected shape ({B},), got {tuple(t.shape)}")
-
-
-def _torch_posterior_step(z_t, logits, a_t, a_s, process, mask_id, temperature=1.0, top_k=0,
-                          top_p=1.0, generator=None):
-    """TEMPORARY pure-torch stand-in for ops.posterior_step until the sampling kernels
-    land on main (same semantics, not bit-compatible)."""
-    B, L, K = logits.shape
-    lg = logits.double() / temperature
-    if top_k and top_k < K:
-        kth = lg.topk(top_k, dim=-1).values[..., -1:]
-        lg = lg.masked_fill(lg < kth, -math.inf)
-    if top_p < 1.0:
-        srt, idx = lg.sort(dim=-1, descending=True)
-        cum = srt.softmax(-1).cumsum(-1)
-        drop = (cum - srt.softmax(-1)) >= top_p
-        lg = lg.masked_fill(drop.scatter(-1, idx, drop), -math.inf)
-    x = torch.multinomial(lg.softmax(-1).reshape(-1, K), 1, generator=generator).reshape(B, L)
-    a_t = torch.as_tensor(a_t, dtype=torch.float64).reshape(-1, 1) if torch.as_tensor(a_t).dim() else torch.as_tensor(a_t, dtype=torch.float64)
-    a_s = torch.as_tensor(a_s, dtype=torch.float64).reshape(-1, 1) if torch.as_tensor(a_s).dim() else torch.as_tensor(a_s, dtype=torch.float64)
-    u = torch.rand(B, L, generator=generator, dtype=torch.float64, device=z_t.device)
-    if process == "masked":
-        masked = z_t == mask_id
-        x = torch.where(masked, x, z_t)
-        reveal = u < (a_s - a_t) / (1 - a_t)
-        return torch.where(masked & reveal, x, z_t), x
-    ats = (a_t / a_s).unsqueeze(-1)
-    a_s3 = a_s.unsqueeze(-1)
-    oz = F.one_hot(z_t.long(), K).double()
-    ox = F.one_hot(x, K).double()
-    w = (ats * oz + (1 - ats) / K) * (a_s3 * ox + (1 - a_s3) / K)
-    z_s = torch.multinomial(w.reshape(-1, K), 1, generator=generator).reshape(B, L)
-    return z_s, x
 
 
 def _model_device(model) -> torch.device:

@@ -281,6 +281,8 @@ def test_bad_inputs_fail_clearly():
         proc.loss(torch.zeros(2, 3, 4), x0, x0, torch.rand(3))
     with pytest.raises(ValueError, match="process: expected"):
         make_process("gaussian", 4)
+    with pytest.raises(RuntimeError, match="x0"):  # tokens >= K, checked by the corrupt kernel
+        proc.corrupt(torch.full((2, 3), 4), torch.rand(2))
     with pytest.raises(ValueError, match="n_steps"):
         proc.sample(lambda z, t, noise=None: None, 0, 1, 1)
 
