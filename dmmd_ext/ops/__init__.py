@@ -4,5 +4,9 @@ gradient. Semantics are stated by the matching function in dmmd_ext.reference.""
 
 from ._common import MASKED, UNIFORM, process_id
 from .corruption import corrupt
+from .losses import AuxiliaryLoss, GeneratorLoss, auxiliary_loss, generator_loss
 
-__all__ = ["MASKED", "UNIFORM", "process_id", "corrupt"]
+__all__ = [
+    "MASKED", "UNIFORM", "process_id", "corrupt",
+    "generator_loss", "auxiliary_loss", "GeneratorLoss", "AuxiliaryLoss",
+]
