@@ -5,12 +5,12 @@
 // but their weight: loss 0, statistics 0, gradient row 0):
 //   generator forward : reads S, T, A once (T another 5 times when the nucleus
 //                       is needed: top_p < 1 and delta > 0); writes loss [N]
-//                       and stats [N, 5] = (lse S, lse A, lse T~, nucleus
-//                       threshold, sum_j p_j d_j).
+//                       and stats [N, 8] = (shift and log-sum of S, A, T~,
+//                       nucleus threshold, sum_j p_j d_j).
 //   generator backward: reads S, T, A and stats once, writes dS [N, V].
 //   auxiliary forward : reads A, T (and S for soft targets) once (+ nucleus
-//                       passes); writes loss [N] and stats [N, 4] = (lse A,
-//                       lse T~, lse S, threshold).
+//                       passes); writes loss [N] and stats [N, 7] = (shift
+//                       and log-sum of A, T~, S, threshold).
 //   auxiliary backward: reads the same once, writes dA [N, V].
 // Rows run in parallel (at::parallel_for); within a row, chunks of kChunk
 // elements are converted to float in a stack buffer, their maxima raise the
@@ -130,8 +130,7 @@ template <typename acc_t>
 DMMD_CPU_CLONES void gen_chunk_grad(const acc_t* s, const acc_t* a, const acc_t* t, int64_t n,
                                     acc_t gw, const acc_t* st, acc_t* g) {
   for (int64_t j = 0; j < n; ++j)
-    g[j] = gen_grad(s[j], a[j], t[j], gw, st[kGenLseS], st[kGenLseA], st[kGenLseT], st[kGenMeanD],
-                    FastExp{});
+    g[j] = gen_grad(s[j], a[j], t[j], gw, st, FastExp{});
 }
 
 // (sA, sT, uT) of one chunk.
@@ -157,11 +156,16 @@ DMMD_CPU_CLONES void aux_chunk_soft(const acc_t* s, const acc_t* a, int64_t n, a
   for (int l = 0; l < kLanes; ++l) out[0] += sS[l], out[1] += uS[l];
 }
 
-// y = softmax(S) (soft) or precomputed one-hot in y (hard), then the gradient.
+template <typename acc_t>
+DMMD_CPU_CLONES void chunk_soft_y(acc_t* s, int64_t n, const acc_t* st) {
+  for (int64_t j = 0; j < n; ++j) s[j] = aux_soft_y(s[j], st, FastExp{});
+}
+
+// y: softmax(S) (soft) or a one-hot row (hard), computed by the caller.
 template <typename acc_t>
 DMMD_CPU_CLONES void aux_chunk_grad(const acc_t* a, const acc_t* t, const acc_t* y, int64_t n,
-                                    acc_t gw, acc_t lse_a, acc_t lse_t, acc_t* g) {
-  for (int64_t j = 0; j < n; ++j) g[j] = aux_grad(a[j], t[j], y[j], gw, lse_a, lse_t, FastExp{});
+                                    acc_t gw, const acc_t* st, acc_t* g) {
+  for (int64_t j = 0; j < n; ++j) g[j] = aux_grad(a[j], t[j], y[j], gw, st, FastExp{});
 }
 
 // ---- nucleus threshold of softmax(T / tau) at level top_p (in T's units)
@@ -257,9 +261,7 @@ void gen_forward_rows(const at::Tensor& S, const at::Tensor& T, const at::Tensor
         acc.sS += sums[0], acc.sA += sums[1], acc.sT += sums[2], acc.u += sums[3];
       }
       const acc_t md = acc.mean_d();
-      st[kGenLseS] = acc.lse_s();
-      st[kGenLseA] = acc.lse_a();
-      st[kGenLseT] = acc.lse_t();
+      acc.store(st);
       st[kGenThr] = thr;
       st[kGenMeanD] = md;
       lp[r] = wp[r] * md;
@@ -402,9 +404,7 @@ void aux_forward_rows(const at::Tensor& A, const at::Tensor& T, const Targets& y
       // an id outside [0, V) (only possible with validate=False) gives NaN
       const bool id_ok = y.soft || (ip[r] >= 0 && ip[r] < V);
       const acc_t a_tgt = y.soft ? acc_t(0) : id_ok ? static_cast<acc_t>(Ar[ip[r]]) : nan_of<acc_t>();
-      st[kAuxLseA] = acc.lse_a();
-      st[kAuxLseT] = acc.lse_t();
-      st[kAuxLseS] = y.soft ? acc.lse_s() : acc_t(0);
+      acc.store(st, y.soft);
       st[kAuxThr] = thr;
       lp[r] = wp[r] * acc.loss(y.soft, a_tgt);
     }
@@ -462,14 +462,14 @@ void aux_backward_rows(const at::Tensor& g, const at::Tensor& A, const at::Tenso
         load_sharpened(Tr + c0, n, bt, inv_tau, st[kAuxThr], dl);
         if (y.soft) {
           load(sp + r * ss + c0, n, by);
-          chunk_exp(by, n, acc_t(1), st[kAuxLseS]);
+          chunk_soft_y(by, n, st);
         } else {
           const bool id_ok = ip[r] >= 0 && ip[r] < V;
           std::fill(by, by + n, id_ok ? acc_t(0) : nan_of<acc_t>());
           const int64_t k = ip[r] - c0;
           if (k >= 0 && k < n) by[k] = 1;
         }
-        aux_chunk_grad(ba, bt, by, n, gw, st[kAuxLseA], st[kAuxLseT], ba);
+        aux_chunk_grad(ba, bt, by, n, gw, st, ba);
         for (int64_t j = 0; j < n; ++j) out[c0 + j] = static_cast<scalar_t>(ba[j]);
       }
     }

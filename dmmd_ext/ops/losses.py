@@ -136,7 +136,7 @@ def _fake_loss(logits, n_stats):
 
 @torch.library.register_fake("dmmd_ext::moment_generator_loss")
 def _(student, teacher, aux, weight, tau=1.0, top_p=1.0, delta=2.0):
-    return _fake_loss(student, 5)
+    return _fake_loss(student, 8)
 
 
 @torch.library.register_fake("dmmd_ext::moment_generator_loss_backward")
@@ -147,7 +147,7 @@ def _(grad_loss, student, teacher, aux, weight, stats, tau, delta):
 @torch.library.register_fake("dmmd_ext::moment_auxiliary_loss")
 def _(aux, teacher, target_ids, target_logits, weight, tau=1.0, top_p=1.0, delta=2.0,
       validate=True):
-    return _fake_loss(aux, 4)
+    return _fake_loss(aux, 7)
 
 
 @torch.library.register_fake("dmmd_ext::moment_auxiliary_loss_backward")

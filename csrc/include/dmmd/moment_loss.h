@@ -41,9 +41,16 @@ DMMD_HD double exp_(double x) { return exp(x); }
 DMMD_HD float log_(float x) { return logf(x); }
 DMMD_HD double log_(double x) { return log(x); }
 
-// Per-row statistics saved for the backward passes (float32 columns).
-enum GenStat : int { kGenLseS = 0, kGenLseA, kGenLseT, kGenThr, kGenMeanD, kGenStats };
-enum AuxStat : int { kAuxLseA = 0, kAuxLseT, kAuxLseS, kAuxThr, kAuxStats };
+// Per-row statistics saved for the backward passes (acc_t columns). Each logit
+// stream keeps its shift h = max (0 if none is finite) and log of its sum
+// separately: x - h is exact for nearby values, so probabilities keep full
+// relative precision even with logits around 1e4.
+enum GenStat : int {
+  kGenHS = 0, kGenLogSS, kGenHA, kGenLogSA, kGenHT, kGenLogST, kGenThr, kGenMeanD, kGenStats
+};
+enum AuxStat : int {
+  kAuxHA = 0, kAuxLogSA, kAuxHT, kAuxLogST, kAuxHS, kAuxLogSS, kAuxThr, kAuxStats
+};
 
 template <typename acc_t>
 DMMD_HD acc_t shift_of(acc_t m) {
@@ -115,21 +122,24 @@ struct GenAcc {
   DMMD_HD bool defined() const {
     return mS != neg_inf<acc_t>() && mA != neg_inf<acc_t>() && mT != neg_inf<acc_t>();
   }
-  DMMD_HD acc_t lse_s() const { return mS + log_(sS); }
-  DMMD_HD acc_t lse_a() const { return mA + log_(sA); }
-  DMMD_HD acc_t lse_t() const { return mT + log_(sT); }
+  DMMD_HD void store(acc_t* st) const {
+    st[kGenHS] = hS(), st[kGenLogSS] = log_(sS);
+    st[kGenHA] = hA(), st[kGenLogSA] = log_(sA);
+    st[kGenHT] = hT(), st[kGenLogST] = log_(sT);
+  }
   // sum_j p_j d_j (the unweighted loss).
   DMMD_HD acc_t mean_d() const {
     return defined() ? u / sS - log_(sA) + log_(sT) : nan_of<acc_t>();
   }
 };
 
-// dL/dS_j for one element: g w p_j (d_j - mean_d); 0 where p_j = 0.
+// dL/dS_j for one element: g w p_j (d_j - mean_d); 0 where p_j = 0. st: the
+// row's GenStat columns.
 template <typename acc_t, typename Exp>
-DMMD_HD acc_t gen_grad(acc_t s, acc_t a, acc_t t, acc_t gw, acc_t lse_s, acc_t lse_a, acc_t lse_t,
-                       acc_t mean_d, Exp ex) {
-  const acc_t p = ex(s - lse_s);
-  const acc_t d = (a - lse_a) - (t - lse_t);
+DMMD_HD acc_t gen_grad(acc_t s, acc_t a, acc_t t, acc_t gw, const acc_t* st, Exp ex) {
+  const acc_t p = ex((s - st[kGenHS]) - st[kGenLogSS]);
+  const acc_t d = ((a - st[kGenHA]) - st[kGenLogSA]) - ((t - st[kGenHT]) - st[kGenLogST]);
+  const acc_t mean_d = st[kGenMeanD];
   const acc_t g = gw * p * (d - mean_d);
   return p == acc_t(0) ? acc_t(0) : g;  // NaN p stays NaN
 }
@@ -186,9 +196,11 @@ struct AuxAcc {
     o.rescale(mA, mT, mS);
     sA += o.sA, sT += o.sT, sS += o.sS, uT += o.uT, uS += o.uS;
   }
-  DMMD_HD acc_t lse_a() const { return mA + log_(sA); }
-  DMMD_HD acc_t lse_t() const { return mT + log_(sT); }
-  DMMD_HD acc_t lse_s() const { return mS + log_(sS); }
+  DMMD_HD void store(acc_t* st, bool soft) const {
+    st[kAuxHA] = hA(), st[kAuxLogSA] = log_(sA);
+    st[kAuxHT] = hT(), st[kAuxLogST] = log_(sT);
+    st[kAuxHS] = soft ? hS() : acc_t(0), st[kAuxLogSS] = soft ? log_(sS) : acc_t(0);
+  }
   // Unweighted loss -sum_j (y_j + t~_j) log a_j; a_tgt is A[target] (hard
   // targets) and unused for soft ones.
   DMMD_HD acc_t loss(bool soft, acc_t a_tgt) const {
@@ -201,10 +213,16 @@ struct AuxAcc {
   }
 };
 
+// y_j = softmax(S)_j for soft targets.
+template <typename acc_t, typename Exp>
+DMMD_HD acc_t aux_soft_y(acc_t s, const acc_t* st, Exp ex) {
+  return ex((s - st[kAuxHS]) - st[kAuxLogSS]);
+}
 // dL/dA_j = g w (2 softmax(A)_j - (y_j + t~_j)): y, t~ and softmax(A) each sum to one.
 template <typename acc_t, typename Exp>
-DMMD_HD acc_t aux_grad(acc_t a, acc_t t, acc_t y, acc_t gw, acc_t lse_a, acc_t lse_t, Exp ex) {
-  return gw * (acc_t(2) * ex(a - lse_a) - (y + ex(t - lse_t)));
+DMMD_HD acc_t aux_grad(acc_t a, acc_t t, acc_t y, acc_t gw, const acc_t* st, Exp ex) {
+  return gw * (acc_t(2) * ex((a - st[kAuxHA]) - st[kAuxLogSA]) -
+               (y + ex((t - st[kAuxHT]) - st[kAuxLogST])));
 }
 
 // ---- nucleus selection on the monotone bit pattern of T
