@@ -72,6 +72,22 @@ DMMD_HD acc_t sharpen(acc_t t, acc_t inv_tau, acc_t thr, acc_t delta) {
   return t * inv_tau - (t >= thr ? acc_t(0) : delta);
 }
 
+// Online log-sum-exp of one stream (the nucleus's pass over T / tau).
+template <typename acc_t>
+struct LseAcc {
+  acc_t m = neg_inf<acc_t>(), s = 0;
+  DMMD_HD void rescale(acc_t n) {
+    if (!(n > m)) return;
+    s *= rescale_factor(m, n);
+    m = n;
+  }
+  DMMD_HD void merge(LseAcc o) {
+    rescale(o.m);
+    o.rescale(m);
+    s += o.s;
+  }
+};
+
 // ---- generator loss: L = w * sum_j p_j (log a_j - log t~_j)
 
 // One element's contribution at fixed shifts (hS, hA, hT); `ex` is the exp
@@ -95,6 +111,7 @@ struct GenAcc {
 
   // Raise the maxima to (at least) the given batch maxima.
   DMMD_HD void rescale(acc_t nS, acc_t nA, acc_t nT) {
+    if (!(nS > mS) && !(nA > mA) && !(nT > mT)) return;  // the common case: no new maximum
     nS = max_keep(mS, nS);
     nA = max_keep(mA, nA);
     nT = max_keep(mT, nT);
@@ -170,6 +187,7 @@ struct AuxAcc {
   acc_t uS = 0;  // sum_j exp(S_j - hS) * (A_j - hA)   (soft targets only)
 
   DMMD_HD void rescale(acc_t nA, acc_t nT, acc_t nS) {
+    if (!(nA > mA) && !(nT > mT) && !(nS > mS)) return;  // the common case: no new maximum
     nA = max_keep(mA, nA);
     nT = max_keep(mT, nT);
     nS = max_keep(mS, nS);
