@@ -17,6 +17,7 @@ writes dS: 7 N V elements) per second, as a fraction of a measured device copy.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -106,6 +107,16 @@ class RssPeak:
         self.thread.join()
         self.peak = max(self.peak, self.rss())
         self.extra = self.peak - self.base
+
+
+def pin_malloc_threshold():
+    """glibc raises its mmap threshold after large frees, after which freed blocks stay
+    resident and RSS stops tracking live memory. A fixed threshold (mallopt
+    M_MMAP_THRESHOLD = 128 KiB) returns every large block to the OS when freed."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)
+    except OSError:
+        pass
 
 
 def make_inputs(N, V, dtype, device, seed=0):
@@ -238,6 +249,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="only the first case per device")
     ap.add_argument("--json", help="also write the rows (and machine facts) to this file")
     args = ap.parse_args()
+    pin_malloc_threshold()
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     rows, copy_bw = [], {}

@@ -531,6 +531,8 @@ def test_unchecked_out_of_range_id_gives_nan():
 def test_cuda_matches_cpu(dtype, V, top_p):
     N = 9 if V < 50000 else 3
     S, T, A = (logits(N, V, dtype, seed=s) for s in (191, 192, 193))
+    if 1 < V < 50000 and top_p < 1:  # CPU and CUDA exps differ by ~1e-7: no boundary class
+        assert nucleus_margin(T, 0.9, top_p) > 1e-5
     w = weights(N, zero=[1])
     ids = torch.randint(0, V, (N,), generator=torch.Generator().manual_seed(194))
     for args in ((S, T, A, w, 0.9, top_p, 2.0),):

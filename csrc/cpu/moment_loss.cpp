@@ -44,22 +44,22 @@ constexpr int64_t kChunk = 1024;  // multiple of kLanes
 int64_t round_lanes(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 // exp as straight-line code the compiler vectorizes: range reduction
-// x = k ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial (relative error
-// < 3e-7). Below -87 it returns 0 (the arguments here are logits minus a row
-// maximum or log-sum-exp, so such terms are negligible), above 88 it saturates
-// to +inf (never reached for the same reason); NaN stays NaN.
+// x = k ln2 + r, |r| <= ln2/2, then exp(r) = 1 + r + r^2 P(r) with the degree-5
+// polynomial of Cephes' expf (relative error ~2e-7). Below -87 it returns 0
+// (the arguments here are logits minus a row maximum or log-sum-exp, so such
+// terms are negligible), above 88 it saturates to +inf (never reached for the
+// same reason); NaN stays NaN.
 inline float fast_exp(float x) {
   const float xc = std::min(std::max(x, -87.0f), 88.0f);
   const float kf = (xc * 1.44269504f + 12582912.f) - 12582912.f;  // round to nearest
-  const float r = (xc - kf * 0.693145752f) - kf * 1.42860677e-6f;
-  float p = 1.f / 5040.f;
-  p = p * r + 1.f / 720.f;
-  p = p * r + 1.f / 120.f;
-  p = p * r + 1.f / 24.f;
-  p = p * r + 1.f / 6.f;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
+  const float r = (xc - kf * 0.693359375f) + kf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.f;
   const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, 4);
@@ -75,16 +75,21 @@ struct FastExp {
 
 // ---- chunk loading: logits -> acc_t buffer, padded with -inf to kLanes
 template <typename scalar_t, typename acc_t>
-void load(const scalar_t* src, int64_t n, acc_t* dst) {
+DMMD_CPU_CLONES void load(const scalar_t* src, int64_t n, acc_t* dst) {
   for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<acc_t>(src[j]);
   for (int64_t j = n; j < round_lanes(n); ++j) dst[j] = neg_inf<acc_t>();
 }
 template <typename scalar_t, typename acc_t>
-void load_sharpened(const scalar_t* src, int64_t n, acc_t* dst, acc_t inv_tau, acc_t thr,
+DMMD_CPU_CLONES void load_sharpened(const scalar_t* src, int64_t n, acc_t* dst, acc_t inv_tau, acc_t thr,
                     acc_t delta) {
   for (int64_t j = 0; j < n; ++j)
     dst[j] = sharpen(static_cast<acc_t>(src[j]), inv_tau, thr, delta);
   for (int64_t j = n; j < round_lanes(n); ++j) dst[j] = neg_inf<acc_t>();
+}
+
+template <typename scalar_t, typename acc_t>
+DMMD_CPU_CLONES void store(const acc_t* src, int64_t n, scalar_t* dst) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<scalar_t>(src[j]);
 }
 
 // ---- lane loops (n a multiple of kLanes)
@@ -320,7 +325,7 @@ void gen_backward_rows(const at::Tensor& g, const at::Tensor& S, const at::Tenso
         load(Ar + c0, n, ba);
         load_sharpened(Tr + c0, n, bt, inv_tau, st[kGenThr], dl);
         gen_chunk_grad(bs, ba, bt, n, gw, st, bs);
-        for (int64_t j = 0; j < n; ++j) out[c0 + j] = static_cast<scalar_t>(bs[j]);
+        store(bs, n, out + c0);
       }
     }
   });
@@ -470,7 +475,7 @@ void aux_backward_rows(const at::Tensor& g, const at::Tensor& A, const at::Tenso
           if (k >= 0 && k < n) by[k] = 1;
         }
         aux_chunk_grad(ba, bt, by, n, gw, st, ba);
-        for (int64_t j = 0; j < n; ++j) out[c0 + j] = static_cast<scalar_t>(ba[j]);
+        store(ba, n, out + c0);
       }
     }
   });
