@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 BUILD=${BUILD_DIR:-build/dev}
 mkdir -p "$BUILD"
-cmake -S . -B "$BUILD" -G Ninja -DPython_EXECUTABLE="$(command -v "$PY")" \
+# The project needs CMake >= 3.26: prefer the one pip installed next to Python.
+CMAKE=${CMAKE:-$(dirname "$(command -v "$PY")")/cmake}
+[ -x "$CMAKE" ] || CMAKE=cmake
+"$CMAKE" -S . -B "$BUILD" -G Ninja -DPython_EXECUTABLE="$(command -v "$PY")" \
   -DCMAKE_BUILD_TYPE=Release >"$BUILD/configure.log" 2>&1 || { cat "$BUILD/configure.log"; exit 1; }
-cmake --build "$BUILD" -j "${JOBS:-2}"
+"$CMAKE" --build "$BUILD" -j "${JOBS:-2}"

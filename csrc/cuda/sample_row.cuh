@@ -1,0 +1,240 @@
+// The CUDA row sampler: one thread block draws one row. Shared by
+// sample_categorical (cuda/sample.cu) and posterior_step (cuda/posterior.cu);
+// the device-agnostic math (scores, keys, bucket picks) is
+// include/dmmd/sample.h, the same code the CPU row sampler runs, so results
+// are bitwise identical to the CPU for an explicit (seed, offset) (top-p: see
+// the note on mass accumulation below).
+//
+// Memory contract: reads the row from global memory, once without
+// top-k/top-p (stats and Gumbel-max fused in one pass), otherwise once for the
+// stats, up to 4 radix passes for top-k, up to 4 for top-p and one scoring
+// pass (re-reads hit L2 for rows of a few hundred KB). Pairs (v, v+1) are
+// loaded together (8-byte fp32 / 4-byte fp16/bf16 loads when the row is
+// contiguous and aligned) because one Philox call serves the pair. Shared
+// memory: 256 counts + 256 float64 masses + reduction scratch. Nothing V-sized
+// is written.
+//
+// Top-p mass is accumulated in float64 with shared-memory atomics, so its
+// summation order differs from the CPU's sequential order; the nucleus
+// threshold can then differ only when a cumulative mass lies within ~1e-16
+// relative of top_p * total.
+#pragma once
+#include <cub/block/block_reduce.cuh>
+
+#include <cstdint>
+
+#include "dmmd/sample.h"
+
+namespace dmmd {
+
+struct FloatMax {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+struct BestMax {
+  __device__ Best operator()(const Best& a, const Best& b) const { return best_of(a, b); }
+};
+
+struct RowStats {
+  int64_t n_fin, n_inf;
+  float xmax;
+  int nan;
+};
+
+template <int BLOCK>
+struct RowShared {
+  union {
+    typename cub::BlockReduce<Best, BLOCK>::TempStorage best;
+    typename cub::BlockReduce<int64_t, BLOCK>::TempStorage i64;
+    typename cub::BlockReduce<float, BLOCK>::TempStorage f32;
+  } red;
+  uint32_t count[kRadixBuckets];
+  double mass[kRadixBuckets];
+  uint32_t prefix;
+  int64_t k;
+  double above, target;
+  int64_t result;
+  RowStats stats;
+};
+
+template <typename T>
+struct alignas(2 * sizeof(T)) PairOf {
+  T v[2];
+};
+
+// Logits v0 and v0 + 1 (the second only if v0 + 1 < V) as floats.
+template <typename T>
+__device__ __forceinline__ void load_pair(const T* __restrict__ row, int64_t v0, int64_t V,
+                                          int64_t stride, bool vec, float& a, float& b) {
+  if (vec && v0 + 1 < V) {
+    const PairOf<T> p = *reinterpret_cast<const PairOf<T>*>(row + v0);
+    a = static_cast<float>(p.v[0]);
+    b = static_cast<float>(p.v[1]);
+    return;
+  }
+  a = static_cast<float>(row[v0 * stride]);
+  b = v0 + 1 < V ? static_cast<float>(row[(v0 + 1) * stride]) : 0.0f;
+}
+
+// Scaled logit of class v, or -inf for a non-candidate (excluded, out of
+// range, -inf). NaN passes through for the stats pass to see.
+__device__ __forceinline__ float cand_x(float l, int64_t v, int64_t V, const SampleParams& p) {
+  if (v >= V || v == p.exclude) return -u2f(0x7f800000u);
+  return scaled_logit(l, p.temperature);
+}
+
+template <int BLOCK, typename T>
+__device__ Best score_pass(const T* row, int64_t V, int64_t stride, bool vec,
+                           const SampleParams& p, uint64_t r, uint32_t thr, RowStats* st,
+                           RowShared<BLOCK>& sh) {
+  const uint64_t half = pairs_per_row(V);
+  Best b = best_none();
+  RowStats s{0, 0, -u2f(0x7f800000u), 0};
+  for (int64_t pair = threadIdx.x; pair < static_cast<int64_t>(half); pair += BLOCK) {
+    const int64_t v0 = 2 * pair;
+    float l[2];
+    load_pair(row, v0, V, stride, vec, l[0], l[1]);
+    float x[2];
+    bool use[2];
+    for (int j = 0; j < 2; ++j) {
+      x[j] = cand_x(l[j], v0 + j, V, p);
+      if (st) {
+        s.nan |= x[j] != x[j];
+        if (x[j] > -u2f(0x7f800000u)) {
+          ++s.n_fin;
+          s.n_inf += x[j] == u2f(0x7f800000u);
+          s.xmax = fmaxf(s.xmax, x[j]);
+        }
+      }
+      use[j] = x[j] > -u2f(0x7f800000u) && ord_key(x[j]) >= thr && may_win(b, x[j]);
+    }
+    if (!use[0] && !use[1]) continue;
+    const U32x4 w = gumbel_words(p, r, half, static_cast<uint64_t>(pair));
+    for (int j = 0; j < 2; ++j)
+      if (use[j]) offer_bits(b, x[j], j == 1 ? hi64(w) : lo64(w), v0 + j);
+  }
+  Best top = cub::BlockReduce<Best, BLOCK>(sh.red.best).Reduce(b, BestMax());
+  if (threadIdx.x == 0) sh.result = top.index;
+  __syncthreads();
+  if (st) {
+    const int nan = __syncthreads_or(s.nan);
+    int64_t nf = cub::BlockReduce<int64_t, BLOCK>(sh.red.i64).Sum(s.n_fin);
+    __syncthreads();
+    int64_t ni = cub::BlockReduce<int64_t, BLOCK>(sh.red.i64).Sum(s.n_inf);
+    __syncthreads();
+    float mx = cub::BlockReduce<float, BLOCK>(sh.red.f32).Reduce(s.xmax, FloatMax());
+    if (threadIdx.x == 0) sh.stats = RowStats{nf, ni, mx, nan};
+    __syncthreads();
+    *st = sh.stats;
+  }
+  Best out = best_none();
+  out.index = sh.result;
+  __syncthreads();
+  return out;
+}
+
+// One radix pass over the keys still in play: counts (top-k) or masses
+// (top-p, e = exp(x - xmax) for keys >= thr_k).
+template <int BLOCK, typename T, bool MASS>
+__device__ void radix_pass(const T* row, int64_t V, int64_t stride, bool vec,
+                           const SampleParams& p, int pass, uint32_t prefix, uint32_t thr_k,
+                           float xmax, RowShared<BLOCK>& sh) {
+  for (int b = threadIdx.x; b < kRadixBuckets; b += BLOCK) {
+    sh.count[b] = 0;
+    sh.mass[b] = 0.0;
+  }
+  __syncthreads();
+  const int64_t half = static_cast<int64_t>(pairs_per_row(V));
+  for (int64_t pair = threadIdx.x; pair < half; pair += BLOCK) {
+    const int64_t v0 = 2 * pair;
+    float l[2];
+    load_pair(row, v0, V, stride, vec, l[0], l[1]);
+    for (int j = 0; j < 2; ++j) {
+      const float x = cand_x(l[j], v0 + j, V, p);
+      if (!(x > -u2f(0x7f800000u))) continue;
+      const uint32_t key = ord_key(x);
+      if (key < thr_k || !radix_match(key, prefix, pass)) continue;
+      const uint32_t d = radix_digit(key, pass);
+      if (MASS)
+        atomicAdd(&sh.mass[d], exp(static_cast<double>(x) - static_cast<double>(xmax)));
+      else
+        atomicAdd(&sh.count[d], 1u);
+    }
+  }
+  __syncthreads();
+}
+
+template <int BLOCK, typename T>
+__device__ uint32_t select_top_k(const T* row, int64_t V, int64_t stride, bool vec,
+                                 const SampleParams& p, RowShared<BLOCK>& sh) {
+  if (threadIdx.x == 0) {
+    sh.prefix = 0;
+    sh.k = p.top_k;
+  }
+  __syncthreads();
+  for (int pass = 0; pass < kRadixPasses; ++pass) {
+    radix_pass<BLOCK, T, false>(row, V, stride, vec, p, pass, sh.prefix, 0u, 0.0f, sh);
+    if (threadIdx.x == 0) {
+      int64_t k = sh.k;
+      const int b = pick_bucket_count(sh.count, k);
+      sh.k = k;
+      sh.prefix |= static_cast<uint32_t>(b) << radix_shift(pass);
+    }
+    __syncthreads();
+  }
+  return sh.prefix;
+}
+
+template <int BLOCK, typename T>
+__device__ uint32_t select_top_p(const T* row, int64_t V, int64_t stride, bool vec,
+                                 const SampleParams& p, uint32_t thr_k, float xmax,
+                                 RowShared<BLOCK>& sh) {
+  if (threadIdx.x == 0) {
+    sh.prefix = 0;
+    sh.above = 0.0;
+  }
+  __syncthreads();
+  for (int pass = 0; pass < kRadixPasses; ++pass) {
+    radix_pass<BLOCK, T, true>(row, V, stride, vec, p, pass, sh.prefix, thr_k, xmax, sh);
+    if (threadIdx.x == 0) {
+      if (pass == 0) {
+        double total = 0.0;
+        for (int b = 0; b < kRadixBuckets; ++b) total += sh.mass[b];
+        sh.target = p.top_p * total;
+      }
+      double above = sh.above;
+      const int b = pick_bucket_mass(sh.mass, above, sh.target);
+      sh.above = above;
+      sh.prefix |= static_cast<uint32_t>(b) << radix_shift(pass);
+    }
+    __syncthreads();
+  }
+  return sh.prefix;
+}
+
+// The row sampler: every thread of the block calls it; every thread gets the
+// class id (or -1 for an invalid row).
+template <int BLOCK, typename T>
+__device__ int64_t sample_row_block(const T* row, int64_t V, int64_t stride,
+                                    const SampleParams& p, uint64_t r, RowShared<BLOCK>& sh) {
+  const bool vec = stride == 1 && (reinterpret_cast<uintptr_t>(row) % (2 * sizeof(T))) == 0;
+  const bool select = (p.top_k > 0 && p.top_k < V) || p.top_p < 1.0;
+  RowStats st;
+  // Without selection the stats pass is also the Gumbel-max pass.
+  const Best fused = score_pass<BLOCK>(row, V, stride, vec, p, r, select ? ~0u : 0u, &st, sh);
+  if (st.nan || st.n_fin == 0) return -1;
+  if (!select) return fused.index;
+  uint32_t thr = 0;
+  if (st.n_inf > 0) {
+    thr = ord_key(u2f(0x7f800000u));
+  } else {
+    if (p.top_k > 0 && p.top_k < st.n_fin) thr = select_top_k<BLOCK>(row, V, stride, vec, p, sh);
+    if (p.top_p < 1.0) thr = select_top_p<BLOCK>(row, V, stride, vec, p, thr, st.xmax, sh);
+  }
+  return score_pass<BLOCK>(row, V, stride, vec, p, r, thr, nullptr, sh).index;
+}
+
+// Threads per row: small vocabularies get small blocks (more rows in flight).
+inline int row_block_threads(int64_t V) { return V <= 2048 ? 128 : 512; }
+
+}  // namespace dmmd
