@@ -201,14 +201,22 @@ acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, acc_t top_p
     for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
       const int64_t n = std::min(kChunk, V - c0);
       load(T + c0, n, buf);
+      // compact the elements under the prefix (after the first pass usually a
+      // small fraction), then exponentiate only those
       alignas(64) acc_t e[kChunk];
-      std::copy(buf, buf + n, e);
-      chunk_exp(e, n, inv_tau, h);
+      U keys[kChunk];
+      int64_t m = 0;
       for (int64_t j = 0; j < n; ++j) {
         const U k = float_key(buf[j]);
         if ((k & pmask) != prefix) continue;
+        keys[m] = k;
+        e[m++] = buf[j];
+      }
+      chunk_exp(e, m, inv_tau, h);
+      for (int64_t i = 0; i < m; ++i) {
+        const U k = keys[i];
         const int d = radix_digit<acc_t>(k, pass);
-        mass[d] += e[j];
+        mass[d] += e[i];
         ++count[d];
         lo[d] = std::min(lo[d], k);
         hi[d] = std::max(hi[d], k);
