@@ -27,6 +27,7 @@ TORCH_LIBRARY(dmmd_ext, m) {
       "int offset=0) -> Tensor");
   // --- test hooks for the RNG contract (this file, CPU only)
   m.def("philox(int seed, int offset, int sub_stream, Tensor elements) -> Tensor");
+  m.def("philox_block(Tensor counters, int key) -> Tensor");
   m.def("gumbel_from_bits(Tensor bits) -> Tensor");
   m.def("exponential_from_bits(Tensor bits) -> Tensor");
 }
@@ -52,6 +53,30 @@ at::Tensor philox_hook(int64_t seed, int64_t offset, int64_t sub_stream, const a
   return out;
 }
 
+// [n, 4] int64 raw counter words -> [n, 4] output words for a 64-bit key (for
+// the Random123 known-answer vectors, whose counters no (offset, element) reaches).
+at::Tensor philox_block_hook(const at::Tensor& counters, int64_t key) {
+  TORCH_CHECK(counters.scalar_type() == at::kLong && counters.dim() == 2 && counters.size(1) == 4,
+              "counters: expected int64 [n, 4], got ", counters.scalar_type(), " ",
+              counters.sizes());
+  auto c = counters.contiguous().to(at::kCPU);
+  auto out = at::empty_like(c);
+  auto* cp = c.data_ptr<int64_t>();
+  auto* op = out.data_ptr<int64_t>();
+  const uint64_t k = static_cast<uint64_t>(key);
+  for (int64_t i = 0; i < c.size(0); ++i) {
+    const dmmd::U32x4 ctr{static_cast<uint32_t>(cp[4 * i]), static_cast<uint32_t>(cp[4 * i + 1]),
+                          static_cast<uint32_t>(cp[4 * i + 2]),
+                          static_cast<uint32_t>(cp[4 * i + 3])};
+    const auto r = dmmd::philox4x32_10(ctr, static_cast<uint32_t>(k), static_cast<uint32_t>(k >> 32));
+    op[4 * i + 0] = r.x;
+    op[4 * i + 1] = r.y;
+    op[4 * i + 2] = r.z;
+    op[4 * i + 3] = r.w;
+  }
+  return out;
+}
+
 template <float (*F)(uint64_t)>
 at::Tensor bits_hook(const at::Tensor& bits) {
   TORCH_CHECK(bits.scalar_type() == at::kLong, "bits: expected int64, got ", bits.scalar_type());
@@ -67,6 +92,7 @@ at::Tensor bits_hook(const at::Tensor& bits) {
 
 TORCH_LIBRARY_IMPL(dmmd_ext, CompositeExplicitAutograd, m) {
   m.impl("philox", &philox_hook);
+  m.impl("philox_block", &philox_block_hook);
   m.impl("gumbel_from_bits", &bits_hook<dmmd::gumbel_from_bits>);
   m.impl("exponential_from_bits", &bits_hook<dmmd::exponential_from_bits>);
 }

@@ -1,7 +1,10 @@
 """Pure-PyTorch statements of what every kernel computes. Tests use these as
 oracles; they are slow and materialize whatever they need."""
 
-from . import corruption, noise
+from . import corruption, noise, posterior, sampling
 from .corruption import corrupt
+from .posterior import posterior_step
+from .sampling import sample_categorical
 
-__all__ = ["noise", "corruption", "corrupt"]
+__all__ = ["noise", "corruption", "corrupt", "posterior", "posterior_step", "sampling",
+           "sample_categorical"]

@@ -75,3 +75,16 @@ def lo64(r: torch.Tensor) -> torch.Tensor:
 
 def hi64(r: torch.Tensor) -> torch.Tensor:
     return (r[..., 3] << 32) | r[..., 2]
+
+
+def exponential_from_bits_t(k: torch.Tensor) -> torch.Tensor:
+    """exponential_from_bits on an int64 tensor of 64-bit patterns, in float64."""
+    top0 = k >= 0  # bit 63 clear: v = (k + 1/2) 2^-64 < 1/2
+    v = (k.to(torch.float64) + 0.5) * 2.0**-64
+    w = ((~k).to(torch.float64) + 0.5) * 2.0**-64  # 1 - v, exact from the complement
+    return torch.where(top0, -torch.log1p(-v), -torch.log(w))
+
+
+def gumbel_from_bits_t(k: torch.Tensor) -> torch.Tensor:
+    """gumbel_from_bits on an int64 tensor of 64-bit patterns, in float64."""
+    return -torch.log(exponential_from_bits_t(k))

@@ -1,0 +1,134 @@
+// Device-agnostic pieces of the categorical row sampler (Gumbel-max with
+// exact-tail noise), shared by the CPU row sampler (cpu/sample_row.h) and the
+// CUDA one (cuda/sample_row.cuh), which sample_categorical and posterior_step
+// both call.
+//
+// Semantics of one row (documented in docs/_parts/sampling-architecture.md and
+// stated in dmmd_ext/reference/sampling.py):
+//   candidates  = classes v != exclude;
+//   x_v         = l_v / T in float32 (ddiv), the "scaled logit";
+//   invalid row = NaN among the candidates' logits, or no candidate with
+//                 x_v > -inf  -> the row returns -1;
+//   +inf        = if some x_v == +inf, the draw is uniform among those classes
+//                 (score = Gumbel noise alone) and top-k / top-p are moot;
+//   top-k       = keep x_v >= the k-th largest x (ties at the threshold kept);
+//   top-p       = over the kept classes, keep x_v >= x* where x* is the largest
+//                 value whose upper set {x >= x*} holds mass >= top_p (ties kept);
+//   draw        = argmax over kept v of dadd(x_v, g_v), lowest index on ties.
+// Noise for (row, v): Philox sub-stream 0, element row * ceil(V/2) + v/2,
+// words 0-1 for even v and words 2-3 for odd v (one Philox call per pair).
+#pragma once
+#include "noise.h"
+
+namespace dmmd {
+
+// Sampling parameters after host-side checks.
+struct SampleParams {
+  float temperature;
+  int64_t top_k;    // 0 or >= number of classes: off
+  double top_p;     // 1: off
+  int64_t exclude;  // -1: none
+  uint64_t seed;
+  uint64_t offset;
+};
+
+// The running best of a Gumbel-max scan. tier 1 = a +inf scaled logit (score
+// is its noise alone), tier 0 = finite (score = x + g), tier -1 = nothing yet.
+struct Best {
+  int32_t tier;
+  float score;
+  int64_t index;
+};
+
+DMMD_HD Best best_none() { return Best{-1, 0.0f, -1}; }
+
+DMMD_HD bool better(const Best& a, const Best& b) {
+  if (a.tier != b.tier) return a.tier > b.tier;
+  if (a.tier < 0) return false;
+  if (a.score != b.score) return a.score > b.score;
+  return a.index < b.index;  // argmax ties -> lowest index
+}
+
+DMMD_HD Best best_of(const Best& a, const Best& b) { return better(b, a) ? b : a; }
+
+DMMD_HD uint64_t pairs_per_row(int64_t V) { return (static_cast<uint64_t>(V) + 1) / 2; }
+
+// Philox words for the pair (v, v+1) of a row, v even.
+DMMD_HD U32x4 gumbel_words(const SampleParams& p, uint64_t row, uint64_t half_v, uint64_t pair) {
+  return philox_draw(p.seed, p.offset, kStreamGumbel, row * half_v + pair);
+}
+
+DMMD_HD float gumbel_of(const U32x4& w, bool odd) {
+  return gumbel_from_bits(odd ? hi64(w) : lo64(w));
+}
+
+DMMD_HD float scaled_logit(float l, float temperature) { return ddiv(l, temperature); }
+
+// Offer class v with scaled logit x (> -inf, kept) and noise g to the scan.
+DMMD_HD void offer(Best& b, float x, float g, int64_t v) {
+  const bool inf = x == u2f(0x7f800000u);
+  const Best c{inf ? 1 : 0, inf ? g : dadd(x, g), v};
+  if (better(c, b)) b = c;
+}
+
+// Monotone map float -> uint32: a < b  <=>  key(a) < key(b) (for non-NaN).
+DMMD_HD uint32_t ord_key(float f) {
+  const uint32_t u = f2u(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+DMMD_HD float key_float(uint32_t k) { return u2f((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k); }
+
+// Radix select, most significant digit first, 8 bits per pass (4 passes).
+constexpr int kRadixBits = 8;
+constexpr int kRadixBuckets = 1 << kRadixBits;
+constexpr int kRadixPasses = 32 / kRadixBits;
+
+DMMD_HD int radix_shift(int pass) { return 32 - kRadixBits * (pass + 1); }
+DMMD_HD uint32_t radix_digit(uint32_t key, int pass) {
+  return (key >> radix_shift(pass)) & (kRadixBuckets - 1);
+}
+// Does key share the digits fixed so far (prefix holds digits of passes < pass)?
+DMMD_HD bool radix_match(uint32_t key, uint32_t prefix, int pass) {
+  if (pass == 0) return true;
+  const int s = radix_shift(pass - 1);
+  return (key >> s) == (prefix >> s);
+}
+
+// Top-k step: counts per bucket of the keys still in play; k = rank wanted
+// among them (1 = largest). Returns the bucket holding the k-th largest and
+// lowers k by the count of the buckets above it.
+template <typename C>
+DMMD_HD int pick_bucket_count(const C* count, int64_t& k) {
+  for (int b = kRadixBuckets - 1; b >= 0; --b) {
+    if (static_cast<int64_t>(count[b]) >= k) return b;
+    k -= static_cast<int64_t>(count[b]);
+  }
+  return 0;  // unreachable when k <= the total
+}
+
+// Top-p step: probability mass per bucket; `above` is the mass of all keys
+// above the ones still in play. Returns the highest bucket b at which the mass
+// of {keys >= bucket b} reaches target and adds the mass of buckets above b to
+// `above`. If rounding keeps the total below target, the lowest non-empty
+// bucket is chosen (the nucleus is then every kept class).
+DMMD_HD int pick_bucket_mass(const double* mass, double& above, double target) {
+  int last = -1;
+  double acc = above;
+  for (int b = kRadixBuckets - 1; b >= 0; --b) {
+    if (mass[b] <= 0.0) continue;
+    if (acc + mass[b] >= target) {
+      above = acc;
+      return b;
+    }
+    acc += mass[b];
+    last = b;
+  }
+  if (last >= 0) {
+    above = acc - mass[last];
+    return last;
+  }
+  return 0;
+}
+
+}  // namespace dmmd
