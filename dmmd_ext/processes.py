@@ -213,9 +213,9 @@ class MaskedProcess(Process):
         -log p(x0). The weight is clamped at t_eps (schedules.py)."""
         self._check_loss_args(logits, x0, z_t, t)
         ce = F.cross_entropy(logits.float().transpose(1, 2), x0.long(), reduction="none")
-        masked = (z_t == self.mask_id).float()
+        ce = torch.where(z_t == self.mask_id, ce, 0.0)  # 0, not 0 * inf, when unmasked
         w = self.schedule.masked_weight(t.to(torch.float64)).float()
-        return w * (ce * masked).sum(dim=1)
+        return w * ce.sum(dim=1)
 
 
 class UniformProcess(Process):
@@ -240,21 +240,15 @@ class UniformProcess(Process):
         (the one the sampler runs). See uniform_elbo_integrand for the formula."""
         self._check_loss_args(logits, x0, z_t, t)
         tt = self.schedule._safe(t.to(torch.float64))
-        a = self.schedule.alpha(tt).float()
+        a, abar = self.schedule.alpha(tt), self.schedule.one_minus_alpha(tt)
         lam = self.schedule.rate(tt).float()
-        per_pos = uniform_elbo_integrand(logits, x0, z_t, a)
+        per_pos = uniform_elbo_integrand(logits, x0, z_t, a, abar)
         return lam * per_pos.sum(dim=1)
 
 
-def _phi(d: torch.Tensor) -> torch.Tensor:
-    """d - log(1 + d) >= 0, with a series where cancellation would lose digits."""
-    small = d.abs() < 1e-3
-    series = d * d * (0.5 - d / 3.0 + d * d / 4.0)
-    return torch.where(small, series, d - torch.log1p(d.clamp_min(-1 + 1e-12)))
-
-
 def uniform_elbo_integrand(logits: torch.Tensor, x0: torch.Tensor, z_t: torch.Tensor,
-                           alpha: torch.Tensor) -> torch.Tensor:
+                           alpha: torch.Tensor, one_minus_alpha: torch.Tensor | None = None
+                           ) -> torch.Tensor:
     """Per-position integrand of the uniform-state continuous-time NELBO, without
     the factor lambda_t = -a'_t / a_t (returns [B, L]).
 
@@ -278,16 +272,22 @@ def uniform_elbo_integrand(logits: torch.Tensor, x0: torch.Tensor, z_t: torch.Te
     posterior model gives NELBO = -log p(x0)."""
     K = logits.shape[-1]
     p = torch.softmax(logits.float(), dim=-1)
-    a = alpha.float().reshape(-1, *([1] * (p.dim() - 1)))
-    rho_m1 = K * a / (1 - a)  # rho - 1
-    inv_m1 = -K * a / (1 + (K - 1) * a)  # 1/rho - 1
+    # Rates are formed in float64 and kept apart where 1 - a_t or 1 - p_i would cancel.
+    a = alpha.double().reshape(-1, *([1] * (p.dim() - 1)))
+    abar = (1 - a) if one_minus_alpha is None else one_minus_alpha.double().reshape(a.shape)
+    rho_m1 = (K * a / abar).float()  # rho - 1
+    inv_rho = (abar / (1 + (K - 1) * a)).float()  # 1 / rho
     i = z_t.long().unsqueeze(-1)
     onehot_x = F.one_hot(x0.long(), K).float()
+    clean = (z_t == x0).unsqueeze(-1)
     p_i = p.gather(-1, i)
-    e_i = (z_t == x0).float().unsqueeze(-1)
-    r0 = 1 + onehot_x * rho_m1 + e_i * inv_m1
-    diff = (p - onehot_x) * rho_m1 + (p_i - e_i) * inv_m1
-    terms = r0 * _phi(diff / r0)
+    not_i = (p.sum(-1, keepdim=True) - p_i).clamp_min(0)  # 1 - p_i without cancellation
+    r0 = torch.where(clean, inv_rho, 1 + onehot_x * rho_m1)
+    rp = not_i + p * rho_m1 + p_i * inv_rho  # R_p = 1 + p_j (rho - 1) + p_i (1/rho - 1)
+    diff = (p - onehot_x) * rho_m1 + torch.where(clean, not_i * (1 - inv_rho), -p_i * (1 - inv_rho))
+    d = diff / r0
+    terms = torch.where(d.abs() < 1e-3, r0 * d * d * (0.5 - d / 3.0 + d * d / 4.0),
+                        rp - r0 - r0 * (rp.log() - r0.log()))  # r0 * (d - log(1 + d))
     terms = terms.scatter(-1, i, 0.0)  # j != z_t
     return terms.sum(-1) / K
 

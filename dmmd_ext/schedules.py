@@ -34,6 +34,13 @@ class Schedule:
         """a_t, same shape and dtype as t."""
         return self._alpha(t.clamp(0.0, 1.0))
 
+    def one_minus_alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """1 - a_t without cancellation near t = 0 (matters for cosine)."""
+        return self._one_minus_alpha(t.clamp(0.0, 1.0))
+
+    def _one_minus_alpha(self, t):
+        return 1.0 - self._alpha(t)
+
     def dalpha(self, t: torch.Tensor) -> torch.Tensor:
         """d a_t / dt (<= 0)."""
         return self._dalpha(t.clamp(0.0, 1.0))
@@ -44,7 +51,7 @@ class Schedule:
     def masked_weight(self, t: torch.Tensor) -> torch.Tensor:
         """-a'_t / (1 - a_t): the MDLM cross-entropy weight (1/t for linear)."""
         t = self._safe(t)
-        return -self._dalpha(t) / (1.0 - self._alpha(t))
+        return -self._dalpha(t) / self._one_minus_alpha(t)
 
     def rate(self, t: torch.Tensor) -> torch.Tensor:
         """lambda_t = -a'_t / a_t: the total jump rate of the forward chain."""
@@ -77,6 +84,9 @@ class CosineSchedule(Schedule):
 
     def _alpha(self, t):
         return torch.cos(0.5 * math.pi * t)
+
+    def _one_minus_alpha(self, t):
+        return 2.0 * torch.sin(0.25 * math.pi * t) ** 2
 
     def _dalpha(self, t):
         return -0.5 * math.pi * torch.sin(0.5 * math.pi * t)

@@ -157,13 +157,16 @@ def _log(path: Path, record: dict) -> None:
 
 def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg: TrainConfig,
                   run_dir: str | os.PathLike, model_config: dict | None = None,
-                  extra_config: dict | None = None, resume: bool = True) -> dict:
+                  extra_config: dict | None = None, resume: bool = True,
+                  stop_after: int | None = None) -> dict:
     """Train model (a DenoiserModel nn.Module) on dataset with process's NELBO.
 
     run_dir receives log.jsonl and checkpoint/ (see checkpoint.py); model_config
     (e.g. {'arch': 'transformer', **TransformerConfig.to_dict()}) is stored so
     checkpoint.load_model can rebuild the model. With resume=True and an existing
-    run_dir/checkpoint, training continues from it exactly. Returns a summary dict."""
+    run_dir/checkpoint, training continues from it exactly. stop_after=k ends the
+    run after step k with a checkpoint, as an interruption would (the schedule still
+    follows cfg.steps). Returns a summary dict."""
     dataset.check_vocab(process.vocab_size, "process")
     device = _resolve_device(cfg.device)
     rank, world = _setup_distributed(device)
@@ -200,7 +203,8 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
         bar = tqdm(total=cfg.steps, initial=start, desc="train-teacher", dynamic_ncols=True)
     last_val, t0 = None, time.time()
     L = dataset.seq_len
-    for step in range(start, cfg.steps):
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    for step in range(start, end):
         lr = lr_at(step, cfg)
         for grp in opt.param_groups:
             grp["lr"] = lr
@@ -229,7 +233,7 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
         if bar is not None:
             bar.update(1)
         is_eval = cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps)
-        is_save = (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps
+        is_save = (cfg.save_every and done % cfg.save_every == 0) or done == end
         if is_eval and rank == 0:
             last_val = _validate(model, ema, process, dataset, cfg, device, autocast)
             _log(log_path, {"step": done, "val_nelbo_bpt": last_val,
@@ -240,7 +244,7 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
         bar.close()
     if world > 1:
         dist.barrier()
-    return {"steps": cfg.steps, "val_nelbo_bpt": last_val, "run_dir": str(run_dir),
+    return {"steps": end, "val_nelbo_bpt": last_val, "run_dir": str(run_dir),
             "checkpoint": str(ck_dir), "world_size": world, "elapsed_s": time.time() - t0}
 
 
