@@ -33,15 +33,15 @@ class DemoConfig:
     seed: int = 0
     hmm_preset: str = "cycle"
     n_train: int = 20000
-    teacher_steps: int = 2500
+    teacher_steps: int = 800
     teacher_lr: float = 2e-3
     teacher_batch: int = 64
     model_preset: str = "tiny"
     ks: tuple[int, ...] = (4, 8)
-    distill_steps: int = 1500
+    distill_steps: int = 500
     distill_batch: int = 64
     distill_lr: float = 1e-4
-    distill_top_p: float = 1.0
+    distill_top_p: float = 0.9
     distill_weight: str = "constant"
     distill_ema: float = 0.99
     teacher_eval_steps: tuple[int, ...] = (4, 8, 16, 64, 256)
@@ -54,7 +54,7 @@ class DemoConfig:
     @classmethod
     def quick(cls, **kw) -> "DemoConfig":
         """~1-2 minutes on 2 free CPU cores: the same pipeline, shorter and noisier."""
-        base = dict(n_train=5000, teacher_steps=500, distill_steps=300, n_eval=512,
+        base = dict(n_train=5000, teacher_steps=400, distill_steps=200, n_eval=512,
                     teacher_eval_steps=(4, 8, 16, 64), gm_half_batch=16)
         return cls(**{**base, **kw})
 
