@@ -25,6 +25,23 @@ TORCH_LIBRARY(dmmd_ext, m) {
       "sample_categorical(Tensor logits, float temperature=1.0, int top_k=0, float top_p=1.0, "
       "Tensor? mask=None, int exclude=-1, Generator? generator=None, int? seed=None, "
       "int offset=0) -> Tensor");
+  // --- fused logit-moment losses (csrc/cpu/moment_loss.cpp, csrc/cuda/moment_loss.cu)
+  // [N, V] logits; loss [N] and per-row stats are float32 (float64 for float64
+  // logits); stats feed the backward ops. Python: dmmd_ext/ops/losses.py.
+  m.def(
+      "moment_generator_loss(Tensor student, Tensor teacher, Tensor aux, Tensor weight, "
+      "float tau=1.0, float top_p=1.0, float delta=2.0) -> (Tensor, Tensor)");
+  m.def(
+      "moment_generator_loss_backward(Tensor grad_loss, Tensor student, Tensor teacher, "
+      "Tensor aux, Tensor weight, Tensor stats, float tau, float delta) -> Tensor");
+  m.def(
+      "moment_auxiliary_loss(Tensor aux, Tensor teacher, Tensor? target_ids, "
+      "Tensor? target_logits, Tensor weight, float tau=1.0, float top_p=1.0, float delta=2.0, "
+      "bool validate=True) -> (Tensor, Tensor)");
+  m.def(
+      "moment_auxiliary_loss_backward(Tensor grad_loss, Tensor aux, Tensor teacher, "
+      "Tensor? target_ids, Tensor? target_logits, Tensor weight, Tensor stats, float tau, "
+      "float delta) -> Tensor");
   // --- test hooks for the RNG contract (this file, CPU only)
   m.def("philox(int seed, int offset, int sub_stream, Tensor elements) -> Tensor");
   m.def("philox_block(Tensor counters, int key) -> Tensor");

@@ -18,7 +18,7 @@ PYTHON_BIN=${PYTHON_BIN:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON_BIN" -m venv "$VENV"
 fi
-PY="$VENV/bin/python"
+PY="$(cd "$VENV" && pwd)/bin/python"
 pip_q() { "$PY" -m pip install --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
 TORCH_REQ=${DMMD_TORCH:-torch==2.14.1}
@@ -33,6 +33,10 @@ pip_q "${BUILD_REQS[@]}" "cmake>=3.26" ninja
 
 echo "[setup] building dmmd_ext (log: build/pip-build.log)"
 mkdir -p build
+# An in-place developer build (scripts/dev_build.sh) leaves _C*.so and
+# _build_info.py in dmmd_ext/; remove them so the wheel carries only what
+# this build installs.
+rm -f dmmd_ext/_C*.so dmmd_ext/_build_info.py
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0;9.0}
 if ! "$PY" -m pip install --disable-pip-version-check --no-build-isolation -v ".[test,plot,digits]" \
     >build/pip-build.log 2>&1; then
@@ -40,4 +44,5 @@ if ! "$PY" -m pip install --disable-pip-version-check --no-build-isolation -v ".
   echo "[setup] build failed; full log in build/pip-build.log" >&2
   exit 1
 fi
-"$PY" -c "import dmmd_ext, json; print('[setup] dmmd_ext', json.dumps(dmmd_ext.build_info()))"
+# Import from outside the tree so the installed package (not the sources) loads.
+(cd /tmp && "$PY" -c "import dmmd_ext, json; print('[setup] dmmd_ext', json.dumps(dmmd_ext.build_info()))")

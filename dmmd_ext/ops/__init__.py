@@ -4,7 +4,11 @@ gradient. Semantics are stated by the matching function in dmmd_ext.reference.""
 
 from ._common import MASKED, UNIFORM, process_id
 from .corruption import corrupt
+from .losses import AuxiliaryLoss, GeneratorLoss, auxiliary_loss, generator_loss
 from .posterior import posterior_step
 from .sampling import sample_categorical
 
-__all__ = ["MASKED", "UNIFORM", "process_id", "corrupt", "posterior_step", "sample_categorical"]
+__all__ = [
+    "MASKED", "UNIFORM", "process_id", "corrupt", "posterior_step", "sample_categorical",
+    "generator_loss", "auxiliary_loss", "GeneratorLoss", "AuxiliaryLoss",
+]

@@ -1,0 +1,507 @@
+// CPU kernels of the fused logit-moment losses (generator and auxiliary loss
+// of D-MMD, with the sharpened teacher). Per-row math: include/dmmd/moment_loss.h.
+//
+// Memory contract, per row of [N, V] logits (rows with weight 0 read nothing
+// but their weight: loss 0, statistics 0, gradient row 0):
+//   generator forward : reads S, T, A once (T another 5 times when the nucleus
+//                       is needed: top_p < 1 and delta > 0); writes loss [N]
+//                       and stats [N, 8] = (shift and log-sum of S, A, T~,
+//                       nucleus threshold, sum_j p_j d_j).
+//   generator backward: reads S, T, A and stats once, writes dS [N, V].
+//   auxiliary forward : reads A, T (and S for soft targets) once (+ nucleus
+//                       passes); writes loss [N] and stats [N, 7] = (shift
+//                       and log-sum of A, T~, S, threshold).
+//   auxiliary backward: reads the same once, writes dA [N, V].
+// Rows run in parallel (at::parallel_for); within a row, chunks of kChunk
+// elements are converted to float in a stack buffer, their maxima raise the
+// online-softmax state once per chunk, then a lane loop the compiler
+// vectorizes accumulates with fixed shifts. x86-64 builds clone the hot loops
+// for AVX2/FMA (target_clones) and pick at load time.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "dmmd/moment_loss.h"
+#include "dmmd/moment_loss_host.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DMMD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define DMMD_CPU_CLONES
+#endif
+
+namespace dmmd {
+namespace {
+
+constexpr int kLanes = 16;
+constexpr int64_t kChunk = 1024;  // multiple of kLanes
+
+int64_t round_lanes(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+// exp as straight-line code the compiler vectorizes: range reduction
+// x = k ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial (relative error
+// < 3e-7). Below -87 it returns 0 (the arguments here are logits minus a row
+// maximum or log-sum-exp, so such terms are negligible), above 88 it saturates
+// to +inf (never reached for the same reason); NaN stays NaN.
+inline float fast_exp(float x) {
+  const float xc = std::min(std::max(x, -87.0f), 88.0f);
+  const float kf = (xc * 1.44269504f + 12582912.f) - 12582912.f;  // round to nearest
+  const float r = (xc - kf * 0.693145752f) - kf * 1.42860677e-6f;
+  float p = 1.f / 5040.f;
+  p = p * r + 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  float y = p * scale;
+  y = x < -87.0f ? 0.f : y;
+  y = x > 88.0f ? std::numeric_limits<float>::infinity() : y;
+  return x != x ? x : y;
+}
+struct FastExp {
+  float operator()(float x) const { return fast_exp(x); }
+  double operator()(double x) const { return std::exp(x); }
+};
+
+// ---- chunk loading: logits -> acc_t buffer, padded with -inf to kLanes
+template <typename scalar_t, typename acc_t>
+void load(const scalar_t* src, int64_t n, acc_t* dst) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<acc_t>(src[j]);
+  for (int64_t j = n; j < round_lanes(n); ++j) dst[j] = neg_inf<acc_t>();
+}
+template <typename scalar_t, typename acc_t>
+void load_sharpened(const scalar_t* src, int64_t n, acc_t* dst, acc_t inv_tau, acc_t thr,
+                    acc_t delta) {
+  for (int64_t j = 0; j < n; ++j)
+    dst[j] = sharpen(static_cast<acc_t>(src[j]), inv_tau, thr, delta);
+  for (int64_t j = n; j < round_lanes(n); ++j) dst[j] = neg_inf<acc_t>();
+}
+
+// ---- lane loops (n a multiple of kLanes)
+template <typename acc_t>
+DMMD_CPU_CLONES acc_t chunk_max(const acc_t* x, int64_t n) {
+  acc_t m[kLanes];
+  for (int l = 0; l < kLanes; ++l) m[l] = neg_inf<acc_t>();
+  for (int64_t j = 0; j < n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) m[l] = max_keep(m[l], x[j + l]);
+  acc_t r = m[0];
+  for (int l = 1; l < kLanes; ++l) r = max_keep(r, m[l]);
+  return r;
+}
+
+template <typename acc_t>
+DMMD_CPU_CLONES acc_t chunk_sum_exp(const acc_t* x, int64_t n, acc_t h) {
+  acc_t s[kLanes] = {};
+  for (int64_t j = 0; j < n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) s[l] += FastExp{}(x[j + l] - h);
+  acc_t r = 0;
+  for (int l = 0; l < kLanes; ++l) r += s[l];
+  return r;
+}
+
+template <typename acc_t>
+DMMD_CPU_CLONES void chunk_exp(acc_t* x, int64_t n, acc_t scale, acc_t h) {
+  for (int64_t j = 0; j < n; ++j) x[j] = FastExp{}(x[j] * scale - h);
+}
+
+// (sS, sA, sT, u) of one chunk at fixed shifts.
+template <typename acc_t>
+DMMD_CPU_CLONES void gen_chunk(const acc_t* s, const acc_t* a, const acc_t* t, int64_t n,
+                               acc_t hS, acc_t hA, acc_t hT, acc_t out[4]) {
+  acc_t sS[kLanes] = {}, sA[kLanes] = {}, sT[kLanes] = {}, u[kLanes] = {};
+  for (int64_t j = 0; j < n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l)
+      gen_add(sS[l], sA[l], sT[l], u[l], s[j + l], a[j + l], t[j + l], hS, hA, hT, FastExp{});
+  for (int k = 0; k < 4; ++k) out[k] = 0;
+  for (int l = 0; l < kLanes; ++l) out[0] += sS[l], out[1] += sA[l], out[2] += sT[l], out[3] += u[l];
+}
+
+template <typename acc_t>
+DMMD_CPU_CLONES void gen_chunk_grad(const acc_t* s, const acc_t* a, const acc_t* t, int64_t n,
+                                    acc_t gw, const acc_t* st, acc_t* g) {
+  for (int64_t j = 0; j < n; ++j)
+    g[j] = gen_grad(s[j], a[j], t[j], gw, st, FastExp{});
+}
+
+// (sA, sT, uT) of one chunk.
+template <typename acc_t>
+DMMD_CPU_CLONES void aux_chunk(const acc_t* a, const acc_t* t, int64_t n, acc_t hA, acc_t hT,
+                               acc_t out[3]) {
+  acc_t sA[kLanes] = {}, sT[kLanes] = {}, uT[kLanes] = {};
+  for (int64_t j = 0; j < n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l)
+      aux_add(sA[l], sT[l], uT[l], a[j + l], t[j + l], hA, hT, FastExp{});
+  for (int k = 0; k < 3; ++k) out[k] = 0;
+  for (int l = 0; l < kLanes; ++l) out[0] += sA[l], out[1] += sT[l], out[2] += uT[l];
+}
+
+// (sS, uS) of one chunk (soft targets).
+template <typename acc_t>
+DMMD_CPU_CLONES void aux_chunk_soft(const acc_t* s, const acc_t* a, int64_t n, acc_t hS, acc_t hA,
+                                    acc_t out[2]) {
+  acc_t sS[kLanes] = {}, uS[kLanes] = {};
+  for (int64_t j = 0; j < n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) aux_add_soft(sS[l], uS[l], s[j + l], a[j + l], hS, hA, FastExp{});
+  out[0] = out[1] = 0;
+  for (int l = 0; l < kLanes; ++l) out[0] += sS[l], out[1] += uS[l];
+}
+
+template <typename acc_t>
+DMMD_CPU_CLONES void chunk_soft_y(acc_t* s, int64_t n, const acc_t* st) {
+  for (int64_t j = 0; j < n; ++j) s[j] = aux_soft_y(s[j], st, FastExp{});
+}
+
+// y: softmax(S) (soft) or a one-hot row (hard), computed by the caller.
+template <typename acc_t>
+DMMD_CPU_CLONES void aux_chunk_grad(const acc_t* a, const acc_t* t, const acc_t* y, int64_t n,
+                                    acc_t gw, const acc_t* st, acc_t* g) {
+  for (int64_t j = 0; j < n; ++j) g[j] = aux_grad(a[j], t[j], y[j], gw, st, FastExp{});
+}
+
+// ---- nucleus threshold of softmax(T / tau) at level top_p (in T's units)
+template <typename scalar_t, typename acc_t>
+acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, acc_t top_p) {
+  alignas(64) acc_t buf[kChunk];
+  // pass 0: online max and sum of exp(T / tau)
+  acc_t m = neg_inf<acc_t>(), z = 0;
+  for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
+    const int64_t n = std::min(kChunk, V - c0), np = round_lanes(n);
+    load_sharpened(T + c0, n, buf, inv_tau, neg_inf<acc_t>(), acc_t(0));
+    const acc_t nm = max_keep(m, chunk_max(buf, np));
+    z = z * rescale_factor(m, nm) + chunk_sum_exp(buf, np, shift_of(nm));
+    m = nm;
+  }
+  if (m == neg_inf<acc_t>() || !(z > 0) || !std::isfinite(z)) return neg_inf<acc_t>();
+  const acc_t h = shift_of(m), target = top_p * z;
+  // radix passes over the key of T, masses exp(T / tau - h)
+  using U = key_t<acc_t>;
+  U prefix = 0;
+  acc_t above = 0;
+  for (int pass = 0; pass < radix_passes<acc_t>(); ++pass) {
+    acc_t mass[kRadixBuckets] = {};
+    int64_t count[kRadixBuckets] = {};
+    U lo[kRadixBuckets], hi[kRadixBuckets];
+    for (int d = 0; d < kRadixBuckets; ++d) lo[d] = ~U(0), hi[d] = 0;
+    const U pmask = radix_prefix_mask<acc_t>(pass);
+    for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
+      const int64_t n = std::min(kChunk, V - c0);
+      load(T + c0, n, buf);
+      alignas(64) acc_t e[kChunk];
+      std::copy(buf, buf + n, e);
+      chunk_exp(e, n, inv_tau, h);
+      for (int64_t j = 0; j < n; ++j) {
+        const U k = float_key(buf[j]);
+        if ((k & pmask) != prefix) continue;
+        const int d = radix_digit<acc_t>(k, pass);
+        mass[d] += e[j];
+        ++count[d];
+        lo[d] = std::min(lo[d], k);
+        hi[d] = std::max(hi[d], k);
+      }
+    }
+    const int d = radix_choose(mass, count, target, above);
+    // one distinct key left in the chosen bucket: it is the threshold
+    if (lo[d] == hi[d]) return from_key<acc_t>(lo[d]);
+    prefix |= U(d) << radix_shift<acc_t>(pass);
+  }
+  return from_key<acc_t>(prefix);
+}
+
+template <typename scalar_t, typename acc_t>
+acc_t threshold_for(const scalar_t* T, int64_t V, const Sharpen& sh) {
+  if (!sh.needs_nucleus()) return neg_inf<acc_t>();
+  return nucleus_threshold<scalar_t, acc_t>(T, V, acc_t(1.0 / sh.tau), acc_t(sh.top_p));
+}
+
+int64_t grain_rows(int64_t V) { return std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(V, 1)); }
+
+// ---- generator loss
+template <typename scalar_t>
+void gen_forward_rows(const at::Tensor& S, const at::Tensor& T, const at::Tensor& A,
+                      const at::Tensor& w, const Sharpen& sh, at::Tensor& loss, at::Tensor& stats) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t N = S.size(0), V = S.size(1);
+  const scalar_t *sp = S.const_data_ptr<scalar_t>(), *tp = T.const_data_ptr<scalar_t>(),
+                 *ap = A.const_data_ptr<scalar_t>();
+  const int64_t ss = S.stride(0), ts = T.stride(0), as = A.stride(0);
+  const acc_t* wp = w.const_data_ptr<acc_t>();
+  acc_t* lp = loss.data_ptr<acc_t>();
+  acc_t* stp = stats.data_ptr<acc_t>();
+  const acc_t inv_tau = acc_t(1.0 / sh.tau), delta = acc_t(sh.delta);
+  at::parallel_for(0, N, grain_rows(V), [&](int64_t r0, int64_t r1) {
+    alignas(64) acc_t bs[kChunk], ba[kChunk], bt[kChunk];
+    for (int64_t r = r0; r < r1; ++r) {
+      acc_t* st = stp + r * kGenStats;
+      if (wp[r] == acc_t(0)) {
+        lp[r] = 0;
+        std::fill(st, st + kGenStats, acc_t(0));
+        continue;
+      }
+      const scalar_t *Sr = sp + r * ss, *Tr = tp + r * ts, *Ar = ap + r * as;
+      const acc_t thr = threshold_for<scalar_t, acc_t>(Tr, V, sh);
+      GenAcc<acc_t> acc;
+      for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
+        const int64_t n = std::min(kChunk, V - c0), np = round_lanes(n);
+        load(Sr + c0, n, bs);
+        load(Ar + c0, n, ba);
+        load_sharpened(Tr + c0, n, bt, inv_tau, thr, delta);
+        acc.rescale(chunk_max(bs, np), chunk_max(ba, np), chunk_max(bt, np));
+        acc_t sums[4];
+        gen_chunk(bs, ba, bt, np, acc.hS(), acc.hA(), acc.hT(), sums);
+        acc.sS += sums[0], acc.sA += sums[1], acc.sT += sums[2], acc.u += sums[3];
+      }
+      const acc_t md = acc.mean_d();
+      acc.store(st);
+      st[kGenThr] = thr;
+      st[kGenMeanD] = md;
+      lp[r] = wp[r] * md;
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> generator_loss_cpu(const at::Tensor& student,
+                                                      const at::Tensor& teacher,
+                                                      const at::Tensor& aux,
+                                                      const at::Tensor& weight, double tau,
+                                                      double top_p, double delta) {
+  const Sharpen sh = check_sharpen(tau, top_p, delta);
+  const at::Tensor S = rows_of(student, "student");
+  const at::Tensor T = logits_like(teacher, "teacher", student, "student");
+  const at::Tensor A = logits_like(aux, "aux", student, "student");
+  const at::Tensor w = check_weight(weight, S, "student");
+  const auto opts = S.options().dtype(acc_dtype(S));
+  at::Tensor loss = at::empty({S.size(0)}, opts);
+  at::Tensor stats = at::empty({S.size(0), kGenStats}, opts);
+  if (S.size(0) == 0) return {loss, stats};
+  TORCH_CHECK(S.size(1) >= 1, "student: expected V >= 1 classes, got shape ", S.sizes());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, S.scalar_type(), "gen_loss_cpu", [&] {
+    gen_forward_rows<scalar_t>(S, T, A, w, sh, loss, stats);
+  });
+  return {loss, stats};
+}
+
+template <typename scalar_t>
+void gen_backward_rows(const at::Tensor& g, const at::Tensor& S, const at::Tensor& T,
+                       const at::Tensor& A, const at::Tensor& w, const at::Tensor& stats,
+                       double tau, double delta, at::Tensor& dS) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t N = S.size(0), V = S.size(1);
+  const scalar_t *sp = S.const_data_ptr<scalar_t>(), *tp = T.const_data_ptr<scalar_t>(),
+                 *ap = A.const_data_ptr<scalar_t>();
+  const int64_t ss = S.stride(0), ts = T.stride(0), as = A.stride(0);
+  const acc_t *wp = w.const_data_ptr<acc_t>(), *gp = g.const_data_ptr<acc_t>(),
+              *stp = stats.const_data_ptr<acc_t>();
+  scalar_t* dp = dS.data_ptr<scalar_t>();
+  const acc_t inv_tau = acc_t(1.0 / tau), dl = acc_t(delta);
+  at::parallel_for(0, N, grain_rows(V), [&](int64_t r0, int64_t r1) {
+    alignas(64) acc_t bs[kChunk], ba[kChunk], bt[kChunk];
+    for (int64_t r = r0; r < r1; ++r) {
+      scalar_t* out = dp + r * V;
+      if (wp[r] == acc_t(0)) {
+        std::fill(out, out + V, scalar_t(0));
+        continue;
+      }
+      const acc_t* st = stp + r * kGenStats;
+      const acc_t gw = gp[r] * wp[r];
+      const scalar_t *Sr = sp + r * ss, *Tr = tp + r * ts, *Ar = ap + r * as;
+      for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
+        const int64_t n = std::min(kChunk, V - c0);
+        load(Sr + c0, n, bs);
+        load(Ar + c0, n, ba);
+        load_sharpened(Tr + c0, n, bt, inv_tau, st[kGenThr], dl);
+        gen_chunk_grad(bs, ba, bt, n, gw, st, bs);
+        for (int64_t j = 0; j < n; ++j) out[c0 + j] = static_cast<scalar_t>(bs[j]);
+      }
+    }
+  });
+}
+
+at::Tensor generator_loss_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& student,
+                                       const at::Tensor& teacher, const at::Tensor& aux,
+                                       const at::Tensor& weight, const at::Tensor& stats,
+                                       double tau, double delta) {
+  check_sharpen(tau, 1.0, delta);
+  const at::Tensor S = rows_of(student, "student");
+  const at::Tensor T = logits_like(teacher, "teacher", student, "student");
+  const at::Tensor A = logits_like(aux, "aux", student, "student");
+  const at::Tensor w = check_weight(weight, S, "student");
+  const at::Tensor g = check_rowvec(grad_loss, "grad_loss", S, 0);
+  const at::Tensor st = check_rowvec(stats, "stats", S, kGenStats);
+  at::Tensor dS = at::empty(S.sizes(), S.options().memory_format(at::MemoryFormat::Contiguous));
+  if (S.numel() == 0) return dS;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, S.scalar_type(), "gen_loss_bwd_cpu",
+                                  [&] { gen_backward_rows<scalar_t>(g, S, T, A, w, st, tau, delta, dS); });
+  return dS;
+}
+
+// ---- auxiliary loss
+struct Targets {
+  bool soft;
+  at::Tensor ids;     // [N] int64 (hard)
+  at::Tensor logits;  // [N, V] (soft)
+};
+
+Targets targets_of(const std::optional<at::Tensor>& ids, const std::optional<at::Tensor>& logits,
+                   const at::Tensor& A, bool validate) {
+  const bool soft = check_targets(ids, logits, A, validate);
+  if (soft) return {true, at::Tensor(), logits_like(*logits, "target_logits", A, "aux")};
+  return {false, ids->contiguous(), at::Tensor()};
+}
+
+template <typename scalar_t>
+void aux_forward_rows(const at::Tensor& A, const at::Tensor& T, const Targets& y,
+                      const at::Tensor& w, const Sharpen& sh, at::Tensor& loss, at::Tensor& stats) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t N = A.size(0), V = A.size(1);
+  const scalar_t *ap = A.const_data_ptr<scalar_t>(), *tp = T.const_data_ptr<scalar_t>();
+  const scalar_t* sp = y.soft ? y.logits.const_data_ptr<scalar_t>() : nullptr;
+  const int64_t* ip = y.soft ? nullptr : y.ids.const_data_ptr<int64_t>();
+  const int64_t as = A.stride(0), ts = T.stride(0), ss = y.soft ? y.logits.stride(0) : 0;
+  const acc_t* wp = w.const_data_ptr<acc_t>();
+  acc_t* lp = loss.data_ptr<acc_t>();
+  acc_t* stp = stats.data_ptr<acc_t>();
+  const acc_t inv_tau = acc_t(1.0 / sh.tau), delta = acc_t(sh.delta);
+  at::parallel_for(0, N, grain_rows(V), [&](int64_t r0, int64_t r1) {
+    alignas(64) acc_t ba[kChunk], bt[kChunk], bs[kChunk];
+    for (int64_t r = r0; r < r1; ++r) {
+      acc_t* st = stp + r * kAuxStats;
+      if (wp[r] == acc_t(0)) {
+        lp[r] = 0;
+        std::fill(st, st + kAuxStats, acc_t(0));
+        continue;
+      }
+      const scalar_t *Ar = ap + r * as, *Tr = tp + r * ts;
+      const acc_t thr = threshold_for<scalar_t, acc_t>(Tr, V, sh);
+      AuxAcc<acc_t> acc;
+      for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
+        const int64_t n = std::min(kChunk, V - c0), np = round_lanes(n);
+        load(Ar + c0, n, ba);
+        load_sharpened(Tr + c0, n, bt, inv_tau, thr, delta);
+        acc_t ms = neg_inf<acc_t>();
+        if (y.soft) {
+          load(sp + r * ss + c0, n, bs);
+          ms = chunk_max(bs, np);
+        }
+        acc.rescale(chunk_max(ba, np), chunk_max(bt, np), ms);
+        acc_t sums[3];
+        aux_chunk(ba, bt, np, acc.hA(), acc.hT(), sums);
+        acc.sA += sums[0], acc.sT += sums[1], acc.uT += sums[2];
+        if (y.soft) {
+          aux_chunk_soft(bs, ba, np, acc.hS(), acc.hA(), sums);
+          acc.sS += sums[0], acc.uS += sums[1];
+        }
+      }
+      // an id outside [0, V) (only possible with validate=False) gives NaN
+      const bool id_ok = y.soft || (ip[r] >= 0 && ip[r] < V);
+      const acc_t a_tgt = y.soft ? acc_t(0) : id_ok ? static_cast<acc_t>(Ar[ip[r]]) : nan_of<acc_t>();
+      acc.store(st, y.soft);
+      st[kAuxThr] = thr;
+      lp[r] = wp[r] * acc.loss(y.soft, a_tgt);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> auxiliary_loss_cpu(
+    const at::Tensor& aux, const at::Tensor& teacher, const std::optional<at::Tensor>& target_ids,
+    const std::optional<at::Tensor>& target_logits, const at::Tensor& weight, double tau,
+    double top_p, double delta, bool validate) {
+  const Sharpen sh = check_sharpen(tau, top_p, delta);
+  const at::Tensor A = rows_of(aux, "aux");
+  const at::Tensor T = logits_like(teacher, "teacher", aux, "aux");
+  const Targets y = targets_of(target_ids, target_logits, A, validate);
+  const at::Tensor w = check_weight(weight, A, "aux");
+  const auto opts = A.options().dtype(acc_dtype(A));
+  at::Tensor loss = at::empty({A.size(0)}, opts);
+  at::Tensor stats = at::empty({A.size(0), kAuxStats}, opts);
+  if (A.size(0) == 0) return {loss, stats};
+  TORCH_CHECK(A.size(1) >= 1, "aux: expected V >= 1 classes, got shape ", A.sizes());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, A.scalar_type(), "aux_loss_cpu", [&] {
+    aux_forward_rows<scalar_t>(A, T, y, w, sh, loss, stats);
+  });
+  return {loss, stats};
+}
+
+template <typename scalar_t>
+void aux_backward_rows(const at::Tensor& g, const at::Tensor& A, const at::Tensor& T,
+                       const Targets& y, const at::Tensor& w, const at::Tensor& stats, double tau,
+                       double delta, at::Tensor& dA) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t N = A.size(0), V = A.size(1);
+  const scalar_t *ap = A.const_data_ptr<scalar_t>(), *tp = T.const_data_ptr<scalar_t>();
+  const scalar_t* sp = y.soft ? y.logits.const_data_ptr<scalar_t>() : nullptr;
+  const int64_t* ip = y.soft ? nullptr : y.ids.const_data_ptr<int64_t>();
+  const int64_t as = A.stride(0), ts = T.stride(0), ss = y.soft ? y.logits.stride(0) : 0;
+  const acc_t *wp = w.const_data_ptr<acc_t>(), *gp = g.const_data_ptr<acc_t>(),
+              *stp = stats.const_data_ptr<acc_t>();
+  scalar_t* dp = dA.data_ptr<scalar_t>();
+  const acc_t inv_tau = acc_t(1.0 / tau), dl = acc_t(delta);
+  at::parallel_for(0, N, grain_rows(V), [&](int64_t r0, int64_t r1) {
+    alignas(64) acc_t ba[kChunk], bt[kChunk], by[kChunk];
+    for (int64_t r = r0; r < r1; ++r) {
+      scalar_t* out = dp + r * V;
+      if (wp[r] == acc_t(0)) {
+        std::fill(out, out + V, scalar_t(0));
+        continue;
+      }
+      const acc_t* st = stp + r * kAuxStats;
+      const acc_t gw = gp[r] * wp[r];
+      const scalar_t *Ar = ap + r * as, *Tr = tp + r * ts;
+      for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
+        const int64_t n = std::min(kChunk, V - c0);
+        load(Ar + c0, n, ba);
+        load_sharpened(Tr + c0, n, bt, inv_tau, st[kAuxThr], dl);
+        if (y.soft) {
+          load(sp + r * ss + c0, n, by);
+          chunk_soft_y(by, n, st);
+        } else {
+          const bool id_ok = ip[r] >= 0 && ip[r] < V;
+          std::fill(by, by + n, id_ok ? acc_t(0) : nan_of<acc_t>());
+          const int64_t k = ip[r] - c0;
+          if (k >= 0 && k < n) by[k] = 1;
+        }
+        aux_chunk_grad(ba, bt, by, n, gw, st, ba);
+        for (int64_t j = 0; j < n; ++j) out[c0 + j] = static_cast<scalar_t>(ba[j]);
+      }
+    }
+  });
+}
+
+at::Tensor auxiliary_loss_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& aux,
+                                       const at::Tensor& teacher,
+                                       const std::optional<at::Tensor>& target_ids,
+                                       const std::optional<at::Tensor>& target_logits,
+                                       const at::Tensor& weight, const at::Tensor& stats,
+                                       double tau, double delta) {
+  check_sharpen(tau, 1.0, delta);
+  const at::Tensor A = rows_of(aux, "aux");
+  const at::Tensor T = logits_like(teacher, "teacher", aux, "aux");
+  const Targets y = targets_of(target_ids, target_logits, A, /*validate=*/false);
+  const at::Tensor w = check_weight(weight, A, "aux");
+  const at::Tensor g = check_rowvec(grad_loss, "grad_loss", A, 0);
+  const at::Tensor st = check_rowvec(stats, "stats", A, kAuxStats);
+  at::Tensor dA = at::empty(A.sizes(), A.options().memory_format(at::MemoryFormat::Contiguous));
+  if (A.numel() == 0) return dA;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, A.scalar_type(), "aux_loss_bwd_cpu",
+                                  [&] { aux_backward_rows<scalar_t>(g, A, T, y, w, st, tau, delta, dA); });
+  return dA;
+}
+
+}  // namespace
+}  // namespace dmmd
+
+TORCH_LIBRARY_IMPL(dmmd_ext, CPU, m) {
+  m.impl("moment_generator_loss", &dmmd::generator_loss_cpu);
+  m.impl("moment_generator_loss_backward", &dmmd::generator_loss_backward_cpu);
+  m.impl("moment_auxiliary_loss", &dmmd::auxiliary_loss_cpu);
+  m.impl("moment_auxiliary_loss_backward", &dmmd::auxiliary_loss_backward_cpu);
+}
