@@ -1,6 +1,6 @@
 """`dmmd demo`: the whole D-MMD experiment on the HMM language (see demo/__init__.py).
 
-    dmmd demo --run-dir runs/demo            # about 15 minutes on 2 CPU cores
+    dmmd demo --run-dir runs/demo            # ~6 CPU-minutes; under 15 min on 2 cores
     dmmd demo --run-dir runs/demo-quick --quick
 """
 
