@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python python/smoke_ops.py "$@"
+exec .venv/bin/dmmd demo --run-dir runs/demo "$@"

@@ -52,7 +52,6 @@ from .. import ops
 from ..data.base import TokenDataset
 from ..processes import Process
 from ..training import EMA, _log, _resolve_device, _setup_distributed, dist_info
-from .losses import auxiliary_loss, generator_loss
 
 __all__ = ["DistillConfig", "distill", "make_student", "check_setup", "time_weight"]
 
@@ -292,13 +291,13 @@ def _iteration(st: _State, nets: dict, process: Process, batches, cfg: DistillCo
     if gen:
         with torch.no_grad(), amp:
             a_logits = st.aux(z_s, s)
-        loss = generator_loss(p_logits, t_logits, a_logits, **kw) / (B * L)
+        loss = ops.generator_loss(p_logits, t_logits, a_logits, **kw) / (B * L)
         opt, model = st.opt_g, st.student
     else:
         with amp:
             a_logits = nets["aux_ddp"](z_s, s)
         target = x if cfg.target == "hard" else p_logits.detach()
-        loss = auxiliary_loss(a_logits, t_logits, target, **kw) / (B * L)
+        loss = ops.auxiliary_loss(a_logits, t_logits, target, **kw) / (B * L)
         opt, model = st.opt_a, st.aux
     opt.zero_grad(set_to_none=True)
     loss.backward()
