@@ -11,13 +11,7 @@ from dmmd_ext.evaluation.reference_model import (ARReference, HFReference, Refer
                                                  load_reference, save_reference, train_reference)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Toy:

@@ -10,13 +10,7 @@ from dmmd_ext.evaluation.frechet import (frechet_distance, frechet_distance_feat
                                          gaussian_fit, sqrtm_psd)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_spd(d, rng, rank=None):

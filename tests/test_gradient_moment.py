@@ -14,13 +14,7 @@ from dmmd_ext.evaluation.gradient_moment import (GradientMomentEstimator, batch_
                                                  gradient_moment, pair_estimate)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 Z = 4.0
 

@@ -10,13 +10,7 @@ from dmmd_ext.evaluation.perplexity import (generative_perplexity, per_sample_nl
                                             perplexity_report, unigram_entropy)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_unigram_entropy_closed_forms_and_scipy():

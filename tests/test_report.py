@@ -10,13 +10,7 @@ import torch
 from dmmd_ext.evaluation.report import main, markdown_table, plot_metrics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DATA_ARGS = ["--data", "hmm", "--data-arg", "preset=toy", "--data-arg", "n_train=2000",
