@@ -1,14 +1,16 @@
-"""Benchmark sample_categorical and posterior_step against eager PyTorch.
+"""Benchmark sample_categorical, posterior_step and corrupt against eager PyTorch.
 
 Baselines, measured in the same run on the same inputs:
   multinomial : torch.multinomial(softmax(l / T)) (+ sort-based top-p when on)
   gumbel      : argmax(l / T - log(-log(torch.rand))) (float32, 24-bit noise)
   eager step  : multinomial x, then the posterior move with torch.rand / torch.where
+  eager corrupt: torch.rand < 1 - a_t, then torch.where with MASK / torch.randint
 Each number is the median of --repeats timed calls after --warmup calls (CPU:
 time.perf_counter; CUDA: CUDA events). Prints a markdown table with the
 machine and writes --json if given.
 
     PYTHONPATH=. python python/bench_sampling.py [--device cpu|cuda|all] [--json out.json]
+        [--only SUBSTRING]
 """
 
 from __future__ import annotations
@@ -129,6 +131,24 @@ def posterior_cases(device):
         yield f"posterior {process} {B}x{L}, K={K}", ours, {"eager step": base}
 
 
+def eager_corrupt(x0, a, process, K):
+    hit = torch.rand(x0.shape, device=x0.device) < (1 - a)[:, None]
+    repl = (torch.full_like(x0, K) if process == "masked"
+            else torch.randint(0, K, x0.shape, device=x0.device, dtype=x0.dtype))
+    return torch.where(hit, repl, x0)
+
+
+def corrupt_cases(device):
+    g = torch.Generator(device=device).manual_seed(2)
+    B, L, K = 256, 4096, 50257
+    x0 = torch.randint(0, K, (B, L), device=device, generator=g)
+    a = torch.rand(B, device=device, generator=g)
+    for process in ["masked", "uniform"]:
+        ours = lambda pr=process: ops.corrupt(x0, a, pr, K, seed=3, validate=False)  # noqa: E731
+        base = lambda pr=process: eager_corrupt(x0, a, pr, K)  # noqa: E731
+        yield f"corrupt {process} {B}x{L}, K={K}", ours, {"eager corrupt": base}
+
+
 def machine(device):
     if device == "cuda":
         return torch.cuda.get_device_name()
@@ -149,6 +169,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json", default=None, help="write results here")
+    ap.add_argument("--only", default="", help="run only the cases whose name contains this")
     args = ap.parse_args()
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
@@ -158,7 +179,10 @@ def main():
               f"{dmmd_ext.__version__})\n")
         print("| case | dmmd_ext ms | baseline | baseline ms | speedup |")
         print("|---|---|---|---|---|")
-        for case, ours, bases in list(sampling_cases(dev)) + list(posterior_cases(dev)):
+        cases = list(sampling_cases(dev)) + list(posterior_cases(dev)) + list(corrupt_cases(dev))
+        for case, ours, bases in cases:
+            if args.only not in case:
+                continue
             t_ours = timeit(ours, dev, args.warmup, args.repeats)
             for bname, base in bases.items():
                 t_base = timeit(base, dev, args.warmup, args.repeats)
