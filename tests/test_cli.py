@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dmmd_ext import cli
+from conftest import NEUTRAL_CWD, child_env
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_subcommands(capsys):
@@ -31,8 +31,8 @@ def test_subcommand_help(cmd, capsys):
 
 def test_console_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "dmmd_ext.cli", "sample", "--help"],
-                       cwd=REPO, capture_output=True, text=True, timeout=60,
-                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                       cwd=NEUTRAL_CWD, capture_output=True, text=True, timeout=60,
+                       env=child_env())
     assert r.returncode == 0, r.stderr
     assert "--top-p" in r.stdout
 

@@ -23,8 +23,8 @@ from dmmd_ext.evaluation.exact import true_nll
 from dmmd_ext.models.transformer import Transformer, TransformerConfig
 from dmmd_ext.processes import make_process
 from dmmd_ext.training import TrainConfig, train_teacher
+from conftest import NEUTRAL_CWD, PKG_ROOT, child_env
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tiny(proc, K, Lmax, d=32):
@@ -245,8 +245,8 @@ def test_student_checkpoint_works_with_dmmd_sample(cycle_setup, tmp_path):
 
 # -------------------------------------------------------------------- CLI ----
 def _cli(args, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "dmmd_ext.cli", *args], cwd=ROOT, env=env,
+    env = child_env(OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "dmmd_ext.cli", *args], cwd=NEUTRAL_CWD, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -307,10 +307,10 @@ distill(t, proc, ds, DistillConfig(k=2, steps=4, batch_size=4, log_every=1, prog
 def test_ddp_gloo_two_processes(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(_DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", "29517", str(script), str(tmp_path / "run"), str(ROOT)],
-                       env=env, capture_output=True, text=True, timeout=300)
+                        "--master_port", "29517", str(script), str(tmp_path / "run"), PKG_ROOT],
+                       env=env, cwd=NEUTRAL_CWD, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())
     assert cfg["world_size"] == 2 and cfg["step"] == 4

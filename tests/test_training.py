@@ -16,8 +16,8 @@ from dmmd_ext.data import load_dataset
 from dmmd_ext.models import Transformer, preset_config
 from dmmd_ext.processes import make_process
 from dmmd_ext.training import TrainConfig, evaluate_nelbo, lr_at, train_teacher
+from conftest import NEUTRAL_CWD, child_env
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _setup(kind="masked", seed=0):
@@ -101,8 +101,7 @@ def test_checkpoint_format_errors(tmp_path):
 
 _DDP_SCRIPT = textwrap.dedent("""
     import json, os, sys, torch
-    sys.path.insert(0, os.environ["REPO"])
-    sys.path.insert(0, os.path.join(os.environ["REPO"], "tests"))
+    sys.path[:0] = os.environ["PYTHONPATH"].split(os.pathsep)
     from test_training import _setup, _cfg
     from dmmd_ext.training import train_teacher
     torch.set_num_threads(1)
@@ -128,10 +127,9 @@ def test_ddp_gloo_two_processes(tmp_path):
     port = _free_port()
     procs = []
     for rank in range(2):
-        env = {**os.environ, "REPO": str(REPO), "RUN": str(run), "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": str(port), "CUDA_VISIBLE_DEVICES": ""}
-        procs.append(subprocess.Popen([sys.executable, str(script)], env=env,
+        env = child_env(RUN=str(run), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES="")
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, cwd=NEUTRAL_CWD,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     outs = [p.communicate(timeout=120)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
