@@ -150,7 +150,8 @@ def _add_sample_args(p: argparse.ArgumentParser) -> None:
                    help="run directory of a trained model (its checkpoint/ is used)")
     p.add_argument("--config", default=None, help="TOML file with any of these options")
     p.add_argument("--checkpoint", default=None, help="checkpoint directory (default RUN_DIR/checkpoint)")
-    p.add_argument("--steps", type=int, default=128, help="sampling steps n (grid t_j = j/n)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps n (grid t_j = j/n); default: a student's k, else 128")
     p.add_argument("--batch", type=int, default=16, help="number of samples")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -171,6 +172,8 @@ def _run_sample(a: argparse.Namespace) -> int:
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if a.device == "auto" else a.device))
     model, proc, cfg = load_model(ck, device)
+    if a.steps is None:  # a student is trained for its k steps; a teacher gets a fine grid
+        a.steps = int(cfg["k"]) if cfg.get("kind") == "student" else 128
     gen = torch.Generator(device=device).manual_seed(a.seed)
     L = int(cfg["data"]["seq_len"])
     x = proc.sample(model, a.steps, a.batch, L, temperature=a.temperature, top_p=a.top_p,

@@ -241,6 +241,11 @@ def test_student_checkpoint_works_with_dmmd_sample(cycle_setup, tmp_path):
                  "--device", "cpu", "--out", str(out)]) == 0
     x = torch.load(out)
     assert x.shape == (4, ds.seq_len) and int(x.max()) < ds.vocab_size
+    # without --steps a student samples with the k it was trained for
+    out2 = tmp_path / "y.pt"
+    assert main(["sample", "--run-dir", str(tmp_path / "s"), "--batch", "4", "--device", "cpu",
+                 "--out", str(out2)]) == 0
+    assert json.loads(out2.with_suffix(".json").read_text())["steps"] == 2
 
 
 # -------------------------------------------------------------------- CLI ----
