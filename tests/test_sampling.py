@@ -55,6 +55,7 @@ def test_matches_reference_large_vocab(knobs):
     l = _logits(6, 50257, torch.float32, seed=1, scale=4.0)
     got = ops.sample_categorical(l, T, k, p, seed=3)
     want, margin = reference.sample_categorical(l, T, k, p, seed=3, return_margin=True)
+    assert got.shape == (6,) and bool(((got >= 0) & (got < 50257)).all())
     _agree(got, want, margin, min_rate=1.0)
 
 

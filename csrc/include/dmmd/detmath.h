@@ -36,6 +36,19 @@ DMMD_HD float u2f(uint32_t u) {
 }
 #endif
 
+// The same for double (posterior mixture weights).
+#if defined(__CUDA_ARCH__)
+DMMD_HD double add64(double a, double b) { return __dadd_rn(a, b); }
+DMMD_HD double sub64(double a, double b) { return __dsub_rn(a, b); }
+DMMD_HD double mul64(double a, double b) { return __dmul_rn(a, b); }
+DMMD_HD double div64(double a, double b) { return __ddiv_rn(a, b); }
+#else
+DMMD_HD double add64(double a, double b) { return a + b; }
+DMMD_HD double sub64(double a, double b) { return a - b; }
+DMMD_HD double mul64(double a, double b) { return a * b; }
+DMMD_HD double div64(double a, double b) { return a / b; }
+#endif
+
 // Natural log, < 1 ulp on positive normal and subnormal floats. Reduction
 // x = 2^e * m with m in [sqrt(1/2), sqrt(2)), then the odd series of
 // log((1+s)/(1-s)) in s = f / (2 + f) with f = m - 1 (minimax coefficients,

@@ -11,24 +11,12 @@
 // Draws: Philox sub-stream kStreamPosteriorMove, element = flat position;
 // words 0-1 give a 53-bit uniform for the decision / component, words 2-3
 // the uniform token. A position whose x is -1 (invalid logits row) gets
-// z_s = -1. Double arithmetic goes through the _rn helpers below so that
-// nvcc cannot contract it into FMAs (CPU/CUDA bitwise agreement).
+// z_s = -1. Double arithmetic goes through the add64/mul64 helpers of
+// detmath.h so that nvcc cannot contract it into FMAs (CPU/CUDA bitwise agreement).
 #pragma once
 #include "noise.h"
 
 namespace dmmd {
-
-#if defined(__CUDA_ARCH__)
-DMMD_HD double add64(double a, double b) { return __dadd_rn(a, b); }
-DMMD_HD double sub64(double a, double b) { return __dsub_rn(a, b); }
-DMMD_HD double mul64(double a, double b) { return __dmul_rn(a, b); }
-DMMD_HD double div64(double a, double b) { return __ddiv_rn(a, b); }
-#else
-DMMD_HD double add64(double a, double b) { return a + b; }
-DMMD_HD double sub64(double a, double b) { return a - b; }
-DMMD_HD double mul64(double a, double b) { return a * b; }
-DMMD_HD double div64(double a, double b) { return a / b; }
-#endif
 
 // Masked process, at a position with z_t == MASK.
 DMMD_HD int64_t masked_reveal(int64_t x, int64_t mask_id, double a_t, double a_s, uint64_t seed,
