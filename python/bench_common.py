@@ -1,0 +1,186 @@
+"""Measurement helpers shared by the benchmark suite (python/bench_suite.py) and the
+end-to-end step benchmark (python/bench_step.py).
+
+- Timing: the median of `repeats` calls after `warmup` calls, with the spread as
+  the 10th-90th percentile range. CUDA: CUDA events around each call. Inputs are
+  rotated (a different, identically distributed input set per call) when one set
+  is smaller than a few L2 caches, so a kernel cannot be timed out of L2.
+- Peak extra memory of one call: CUDA, the caching allocator's peak above what
+  was allocated before the call; CPU, peak resident memory above the level at the
+  call's start, sampled by a thread every 0.2 ms (glibc's mmap threshold is
+  pinned so freed blocks leave RSS).
+- Copy bandwidth of the device, measured the same way (a large tensor copy), so
+  kernels report the fraction of it they reach.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Timing:
+    median_s: float
+    p10_s: float
+    p90_s: float
+    samples: list = field(default_factory=list)
+
+    @property
+    def spread(self) -> float:
+        """(p90 - p10) / median: the relative spread of the repeated calls."""
+        return (self.p90_s - self.p10_s) / self.median_s if self.median_s > 0 else 0.0
+
+
+def _percentile(xs: list, q: float) -> float:
+    xs = sorted(xs)
+    pos = q * (len(xs) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_calls(fn, device: str, warmup: int, repeats: int, n_inputs: int = 1) -> Timing:
+    """Times fn(i) for i cycling over range(n_inputs) (the rotation of input sets)."""
+    for i in range(warmup):
+        fn(i % n_inputs)
+    sync(device)
+    samples = []
+    cuda = device.startswith("cuda")
+    for i in range(repeats):
+        j = (warmup + i) % n_inputs
+        if cuda:
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn(j)
+            e.record()
+            e.synchronize()
+            samples.append(s.elapsed_time(e) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn(j)
+            samples.append(time.perf_counter() - t0)
+    return Timing(statistics.median(samples), _percentile(samples, 0.1),
+                  _percentile(samples, 0.9), samples)
+
+
+def rotation_count(set_bytes: int, device: str, cap: int = 8) -> int:
+    """How many input sets to rotate through so that consecutive calls miss L2:
+    enough sets to cover 4 L2 caches, at most `cap` (CPU: 1)."""
+    if not device.startswith("cuda") or set_bytes <= 0:
+        return 1
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20)
+    return max(1, min(cap, math.ceil(4 * l2 / set_bytes)))
+
+
+class RssPeak:
+    """Peak resident memory above the level at entry, sampled by a thread."""
+
+    def __init__(self):
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def __enter__(self):
+        self.base = self.peak = self.rss()
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self.stop:
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.0002)
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join()
+        self.peak = max(self.peak, self.rss())
+        self.extra = self.peak - self.base
+
+
+def pin_malloc_threshold() -> None:
+    """glibc raises its mmap threshold after large frees, after which freed blocks stay
+    resident and RSS stops tracking live memory; a fixed 128 KiB threshold returns
+    every large block to the OS when it is freed."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_extra_bytes(fn, device: str) -> int:
+    """Peak memory one call of fn() needs beyond what is live before it."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    with RssPeak() as m:
+        fn()
+    return m.extra
+
+
+def copy_bandwidth(device: str, nbytes: int | None = None, repeats: int = 10) -> float:
+    """Measured bytes/s of a large device-to-device (CPU: memory-to-memory) tensor
+    copy, counting both the read and the write."""
+    if nbytes is None:
+        nbytes = (1 << 30) if device.startswith("cuda") else (256 << 20)
+    x = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    y = torch.empty_like(x)
+    t = time_calls(lambda _i: y.copy_(x), device, warmup=2, repeats=repeats)
+    del x, y
+    return 2 * nbytes / t.median_s
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        p = torch.cuda.get_device_properties(device)
+        return f"{p.name} ({p.multi_processor_count} SMs, {p.total_memory / 2**30:.0f} GiB)"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def fmt_bytes(b) -> str:
+    if b is None:
+        return "-"
+    if abs(b) >= 2**30:
+        return f"{b / 2**30:.2f} GiB"
+    if abs(b) >= 2**20:
+        return f"{b / 2**20:.1f} MiB"
+    return f"{b / 2**10:.1f} KiB"
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def release(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()

@@ -1,0 +1,109 @@
+"""The benchmark suite (python/bench_suite.py, bench_step.py) runs end to end at toy
+sizes and reports every op against its baselines. Timings are not asserted (numbers
+belong in docs/benchmarks.md); what is checked is that the suite measures what it
+claims: every op family present, dmmd_ext and eager timed on each case, ratios and
+bandwidth consistent with the timings, the baselines computing the same thing."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+PY_DIR = str(Path(__file__).resolve().parents[1] / "python")
+sys.path.insert(0, PY_DIR)
+
+import bench_baselines as B  # noqa: E402
+import bench_common as C  # noqa: E402
+import bench_step  # noqa: E402
+import bench_suite  # noqa: E402
+
+from dmmd_ext import ops  # noqa: E402
+
+
+def test_suite_smoke_covers_every_op(tmp_path, one_thread):
+    bench_suite.main(["--device", "cpu", "--preset", "smoke", "--no-compile", "--no-step",
+                      "--warmup", "0", "--repeats", "2", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "suite_cpu.json").read_text())
+    rows = data["rows"]
+    assert {r["op"] for r in rows} == {"generator_loss", "auxiliary_loss", "sample",
+                                       "posterior", "corrupt"}
+    assert {r["dtype"] for r in rows if r["op"] == "generator_loss"} == {"fp32", "bf16"}
+    for r in rows:
+        ours, eager = r["impls"]["dmmd_ext"], r["impls"]["eager"]
+        assert "error" not in ours and "error" not in eager, r
+        assert ours["p10_s"] <= ours["median_s"] <= ours["p90_s"]
+        assert r["speedup"]["eager"] == pytest.approx(eager["median_s"] / ours["median_s"])
+        assert r["bandwidth_Bps"] == pytest.approx(r["bytes_moved"] / ours["median_s"])
+        assert "compile" not in r["impls"]
+    md = (tmp_path / "suite_cpu.md").read_text()
+    n_gen = sum(r["op"] == "generator_loss" for r in rows)
+    assert n_gen == 5 and md.count("\n| generator_loss |") == 2 * n_gen  # two tables
+
+
+def test_target_column_flags_misses():
+    row = dict(op="sample", case="T=1.0", speedup={"eager": 1.5}, bandwidth_Bps=1.0)
+    assert bench_suite.target_misses(row, "cpu", 1.0) == ["< 2x eager"]
+    row["speedup"]["eager"] = 2.5
+    assert bench_suite.target_misses(row, "cpu", 1.0) == []
+
+
+def test_step_smoke(one_thread):
+    r = bench_step.run("cpu", "smoke", warmup=0, repeats=1)
+    for name in ("fused", "eager"):
+        assert r["impls"][name]["median_s"] > 0, r
+        assert r["impls"][name]["tokens_per_s"] == pytest.approx(32 / r["impls"][name]["median_s"])
+    assert "throughput_ratio" in r and "fused vs eager" in bench_step.markdown(r)
+
+
+def test_eager_losses_match_reference():
+    """The eager baselines compute what the fused ops compute (else a ratio is meaningless)."""
+    g = torch.Generator().manual_seed(0)
+    s, t, a = (torch.randn(5, 37, generator=g, dtype=torch.float64) * 2 for _ in range(3))
+    w = torch.rand(5, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 37, (5,), generator=g)
+    for top_p in (1.0, 0.8):
+        # the eager baselines compute in float32 (as a user would), the ops here in float64
+        torch.testing.assert_close(B.generator_loss(s, t, a, w, 1.3, top_p, 2.0).double(),
+                                   ops.generator_loss(s, t, a, w, 1.3, top_p, 2.0),
+                                   rtol=1e-4, atol=1e-5)
+        for target in (ids, s):
+            torch.testing.assert_close(B.auxiliary_loss(a, t, target, w, 1.3, top_p, 2.0).double(),
+                                       ops.auxiliary_loss(a, t, target, w, 1.3, top_p, 2.0),
+                                       rtol=1e-4, atol=1e-5)
+
+
+def test_eager_samplers_respect_filters():
+    """Top-k / top-p baselines only return tokens the filter keeps."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(200, 50, generator=g) * 3
+    keep_k = logits.topk(5, -1).indices
+    for fn in (B.sample_multinomial, B.sample_gumbel):
+        x = fn(logits, 1.0, 5, 1.0)
+        assert (keep_k == x[:, None]).any(-1).all()
+    probs = logits.softmax(-1)
+    srt, idx = probs.sort(-1, descending=True)
+    inside = (srt.cumsum(-1) - srt) < 0.5
+    for fn in (B.sample_multinomial, B.sample_gumbel):
+        x = fn(logits, 1.0, 0, 0.5)
+        allowed = torch.zeros_like(inside).scatter(-1, idx, inside)
+        assert allowed.gather(-1, x[:, None]).all()
+
+
+def test_eager_corrupt_rate():
+    x0 = torch.zeros(4, 20000, dtype=torch.long)
+    a = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    z = B.corrupt(x0, a, "masked", 7)
+    frac = (z == 7).float().mean(-1)
+    # binomial s.e. <= 0.0036: 6 s.e. margin
+    torch.testing.assert_close(frac, 1 - a, atol=0.02, rtol=0)
+
+
+def test_timing_and_rotation_helpers():
+    calls = []
+    t = C.time_calls(lambda i: calls.append(i), "cpu", warmup=2, repeats=5, n_inputs=3)
+    assert calls == [0, 1, 2, 0, 1, 2, 0]
+    assert len(t.samples) == 5 and t.p10_s <= t.median_s <= t.p90_s
+    assert C.rotation_count(10**9, "cpu") == 1
+    assert C.fmt_bytes(3 * 2**20) == "3.0 MiB"
