@@ -277,7 +277,8 @@ def _iteration(st: _State, nets: dict, process: Process, batches, cfg: DistillCo
     amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast)
     with torch.set_grad_enabled(gen), amp:
         p_logits = (nets["student_ddp"] if gen else st.student)(z_t, t, eps)
-    z_s, x = ops.posterior_step(z_t, p_logits.detach().float(), process.alpha(t), process.alpha(s),
+    # The op reads bf16 logits (autocast) directly: no float32 copy of [B, L, K].
+    z_s, x = ops.posterior_step(z_t, p_logits.detach(), process.alpha(t), process.alpha(s),
                                 process.kind, process.mask_id if process.kind == "masked" else None,
                                 generator=g, validate=False)
     if process.kind == "masked":
