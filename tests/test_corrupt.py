@@ -1,13 +1,15 @@
 """Forward corruption: kernel vs reference (bit-exact), rates, errors, parity."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import dmmd_ext
 from dmmd_ext import ops, reference
-from conftest import requires_cuda
+from conftest import NEUTRAL_CWD, child_env, requires_cuda
 
 PROCS = ["masked", "uniform"]
 
@@ -89,6 +91,61 @@ def test_empty_and_noncontiguous():
     got = ops.corrupt(x, alpha, "uniform", 9, seed=2)
     want = reference.corrupt(x.contiguous(), alpha, "uniform", 9, seed=2)
     assert torch.equal(got, want)
+
+
+# The CPU kernel draws Philox words for blocks of 64 consecutive tokens with
+# SIMD (csrc/cpu/philox_simd.h). These shapes put block ends, row ends (per-row
+# alpha) and the thread split at every relation to each other: numel below,
+# at and just past a block, rows of 1, 7 and 13 tokens, and 8229 tokens that
+# two threads split at 4115 (mid-block, mid-row).
+BLOCK_SHAPES = [(1, 1), (1, 7), (8, 1), (3, 3), (9, 7), (8, 8), (5, 13), (17, 241), (3, 2743)]
+BIG_SEED, BIG_OFFSET = 2**63 - 1, 2**62 + 12
+
+
+def check_blocks_match_reference(shapes=BLOCK_SHAPES):
+    g = torch.Generator().manual_seed(11)
+    for shape in shapes:
+        for dtype in (torch.int32, torch.int64):
+            x0 = torch.randint(0, 1000, shape, generator=g, dtype=dtype)
+            keep = torch.rand(shape, generator=g) < 0.2
+            rates = {"scalar": 0.4, "row": torch.rand(shape[0], generator=g),
+                     "token": torch.rand(shape, generator=g, dtype=torch.float64)}
+            for kind, alpha in rates.items():
+                for process in PROCS:
+                    for kw in (dict(seed=BIG_SEED, offset=BIG_OFFSET),
+                               dict(seed=5, offset=0, keep=keep)):
+                        got = ops.corrupt(x0, alpha, process, 1000, **kw)
+                        want = reference.corrupt(x0, alpha, process, 1000, **kw)
+                        assert torch.equal(got, want), (shape, dtype, kind, process, kw)
+
+
+def test_blocks_match_reference_bitwise():
+    check_blocks_match_reference()
+
+
+def test_thread_count_does_not_change_result():
+    x0 = torch.randint(0, 50257, (3, 2743))
+    alpha = torch.rand(3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.corrupt(x0, alpha, "uniform", 50257, seed=9)
+        torch.set_num_threads(max(threads, 2))
+        many = ops.corrupt(x0, alpha, "uniform", 50257, seed=9)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "scalar"])
+def test_narrower_simd_paths_match_reference(isa):
+    # The widest path this CPU has runs above; DMMD_EXT_CPU_ISA caps the choice
+    # (read once per process), so the narrower ones run in a child process.
+    code = ("import test_corrupt as t; "
+            "t.check_blocks_match_reference([(1, 7), (9, 7), (5, 13), (17, 241), (3, 2743)])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=NEUTRAL_CWD, capture_output=True,
+                       text=True, timeout=300, env=child_env(DMMD_EXT_CPU_ISA=isa))
+    assert r.returncode == 0, r.stderr[-3000:]
 
 
 @pytest.mark.parametrize(

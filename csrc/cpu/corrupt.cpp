@@ -1,20 +1,81 @@
-// CPU forward corruption. Per-token math lives in include/dmmd/corrupt.h,
-// shared with cuda/corrupt.cu. Parallel over flat token ranges; the Philox
-// element is the flat token index, so thread count never changes a result.
+// CPU forward corruption z_t ~ q(z_t | x0) (math: include/dmmd/corrupt.h,
+// shared with cuda/corrupt.cu).
+// Reads x0 (int32/int64), alpha (float64 scalar, [B] or x0's shape) and the
+// optional bool keep mask; writes one new tensor of x0's dtype and shape;
+// saves nothing (no backward).
+// Parallel over flat token ranges. Each range is walked in blocks of
+// kPhiloxBlock consecutive tokens: the Philox words of a whole block come from
+// one SIMD call (cpu/philox_simd.h: AVX-512 or AVX2 picked at run time, scalar
+// elsewhere), then a scalar loop makes the per-token decision exactly as
+// corrupt_token does. The Philox element is still the flat token index, so
+// neither the thread count nor the instruction set changes a result, and CPU
+// and CUDA agree bitwise for an explicit (seed, offset).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "dmmd/corrupt.h"
 #include "dmmd/corrupt_host.h"
-#include "dmmd/rates.h"
+#include "philox_simd.h"
 #include "rng_cpu.h"
 
 namespace dmmd {
 namespace {
 
 constexpr int64_t kGrain = 4096;
+
+// Rates of consecutive flat tokens, without a division per token for per-row
+// rates (rates.h: rate_at gives the same values).
+class RateCursor {
+ public:
+  RateCursor(const Rates& a, const double* p, int64_t first)
+      : p_(p), mode_(a.mode), row_len_(a.row_len), i_(first),
+        row_(first / a.row_len), col_(first % a.row_len) {}
+
+  double next() {
+    if (mode_ == 0) return p_[0];
+    if (mode_ == 2) return p_[i_++];
+    const double v = p_[row_];
+    if (++col_ == row_len_) {
+      col_ = 0;
+      ++row_;
+    }
+    return v;
+  }
+
+ private:
+  const double* p_;
+  int mode_;
+  int64_t row_len_, i_, row_, col_;
+};
+
+struct CorruptJob {
+  Rates rates;
+  const double* alpha;
+  const bool* keep;  // null: keep nothing
+  int64_t process, mask_id, vocab_size;
+  PhiloxArgs rng;
+};
+
+template <typename index_t>
+void corrupt_range(const CorruptJob& j, const index_t* xp, index_t* op, int64_t b, int64_t e) {
+  const cpu::PhiloxBlockFn draw = cpu::philox_block_fn();
+  alignas(64) uint64_t lo[cpu::kPhiloxBlock], hi[cpu::kPhiloxBlock];
+  RateCursor rate(j.rates, j.alpha, b);
+  for (int64_t s = b; s < e; s += cpu::kPhiloxBlock) {
+    const int n = static_cast<int>(std::min<int64_t>(cpu::kPhiloxBlock, e - s));
+    draw(j.rng.seed, j.rng.offset, kStreamCorruptDecision, static_cast<uint64_t>(s), lo, hi);
+    for (int l = 0; l < n; ++l) {
+      const int64_t i = s + l;
+      const int64_t z =
+          corrupt_from_bits(xp[i], rate.next(), j.process, j.mask_id, j.vocab_size, lo[l], hi[l]);
+      op[i] = static_cast<index_t>(j.keep && j.keep[i] ? xp[i] : z);
+    }
+  }
+}
 
 at::Tensor corrupt_cpu(const at::Tensor& x0, const at::Tensor& alpha, int64_t process,
                        int64_t mask_id, int64_t vocab_size, const std::optional<at::Tensor>& keep,
@@ -25,17 +86,13 @@ at::Tensor corrupt_cpu(const at::Tensor& x0, const at::Tensor& alpha, int64_t pr
   auto x = x0.contiguous();
   auto out = at::empty_like(x, at::MemoryFormat::Contiguous);
   at::Tensor kp = keep ? keep->contiguous() : at::Tensor();
-  const bool* kptr = keep ? kp.data_ptr<bool>() : nullptr;
-  const double* ap = a.values.data_ptr<double>();
+  const CorruptJob job{a, a.values.data_ptr<double>(), keep ? kp.data_ptr<bool>() : nullptr,
+                       process, mask_id, vocab_size, rng};
   AT_DISPATCH_INDEX_TYPES(x.scalar_type(), "corrupt_cpu", [&] {
     const index_t* xp = x.data_ptr<index_t>();
     index_t* op = out.data_ptr<index_t>();
-    at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i)
-        op[i] = static_cast<index_t>(corrupt_token(
-            xp[i], rate_at(ap, a.mode, a.row_len, i), kptr && kptr[i], process, mask_id,
-            vocab_size, rng.seed, rng.offset, static_cast<uint64_t>(i)));
-    });
+    at::parallel_for(0, x.numel(), kGrain,
+                     [&](int64_t b, int64_t e) { corrupt_range(job, xp, op, b, e); });
   });
   return out;
 }

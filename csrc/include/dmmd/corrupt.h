@@ -8,14 +8,22 @@
 
 namespace dmmd {
 
+// The decision for one token given its Philox words (lo64 decides, hi64 picks
+// the replacement). The CPU kernel draws the words for many tokens at once
+// (cpu/philox_simd.h) and then calls this.
+DMMD_HD int64_t corrupt_from_bits(int64_t x0, double alpha, int64_t process, int64_t mask_id,
+                                  int64_t vocab_size, uint64_t lo, uint64_t hi) {
+  if (!(uniform_from_bits(lo) < 1.0 - alpha)) return x0;
+  if (process == kMasked) return mask_id;
+  return uniform_int_from_bits(hi, static_cast<uint64_t>(vocab_size));
+}
+
 DMMD_HD int64_t corrupt_token(int64_t x0, double alpha, bool keep, int64_t process,
                               int64_t mask_id, int64_t vocab_size, uint64_t seed,
                               uint64_t offset, uint64_t element) {
   if (keep) return x0;
   const U32x4 r = philox_draw(seed, offset, kStreamCorruptDecision, element);
-  if (!(uniform_from_bits(lo64(r)) < 1.0 - alpha)) return x0;
-  if (process == kMasked) return mask_id;
-  return uniform_int_from_bits(hi64(r), static_cast<uint64_t>(vocab_size));
+  return corrupt_from_bits(x0, alpha, process, mask_id, vocab_size, lo64(r), hi64(r));
 }
 
 }  // namespace dmmd
