@@ -2,30 +2,51 @@
 // posterior_step (cpu/posterior.cpp): one implementation, one set of
 // semantics (include/dmmd/sample.h states them).
 //
+// Without top-k/top-p: one pass over the row, Gumbel-max fused with the reads
+// (sample_row_plain).
+//
+// With top-k/top-p (sample_row_select), the row is read once into a
+// per-thread scratch of order keys (RowScratch::vkey, one uint32 per class,
+// ord_key of the scaled logit; a loop the compiler vectorizes), plus the
+// maximum key of each block of B classes. Top-k then needs no radix passes
+// over the row: the k-th largest block maximum is a lower bound on the k-th
+// largest key (those k maxima are k distinct classes), so only the blocks
+// whose maximum reaches it can hold the top k; their keys >= the bound are
+// gathered (typically a little more than k of them) and an exact selection
+// on that short list gives the threshold. Top-p builds its mass list over the
+// kept keys in ascending class order (the summation order of the old
+// copy-then-radix code, so thresholds and samples are unchanged) and runs the
+// 8-bit radix mass select on it. The final Gumbel-max visits only blocks whose
+// maximum reaches the threshold, in ascending class order. Every shortcut
+// prunes work only: the result is bitwise that of scoring every kept class.
+//
 // Memory contract: reads one row of logits (strided, any of fp32/bf16/fp16)
-// once without top-k/top-p; with them, copies the row's finite candidates
-// into a per-thread scratch (RowScratch, O(V) floats/ints/doubles, reused
-// across rows) and runs the radix selects on that scratch, compacting the
-// classes still in play after each 8-bit pass. Never allocates V-sized noise
-// or probabilities per call beyond that scratch.
+// once. Scratch (select only): O(V) uint32 keys, block maxima and list keys,
+// O(V) doubles for the top-p masses, allocated once per thread and reused
+// across rows. Never allocates V-sized noise or probabilities.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <vector>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include "dmmd/sample.h"
 
 namespace dmmd {
 
 struct RowScratch {
-  std::vector<float> x;        // scaled logits of the finite candidates
-  std::vector<int64_t> idx;    // their class ids, ascending
-  std::vector<uint32_t> key;   // radix work keys
-  std::vector<double> mass;    // radix work masses (top-p)
+  std::vector<uint32_t> vkey;  // ord_key of every class of the row (excluded: 0)
+  std::vector<uint32_t> bmax;  // max of vkey per block of classes
+  std::vector<uint32_t> key;   // list work keys (selection, top-p)
+  std::vector<double> mass;    // list masses (top-p)
   void reserve(int64_t n) {
-    if (static_cast<int64_t>(x.size()) >= n) return;
-    x.resize(n);
-    idx.resize(n);
+    if (static_cast<int64_t>(vkey.size()) >= n) return;
+    vkey.resize(n);
+    bmax.resize(n);
     key.resize(n);
     mass.resize(n);
   }
@@ -35,39 +56,130 @@ inline bool needs_select(const SampleParams& p, int64_t V) {
   return (p.top_k > 0 && p.top_k < V) || p.top_p < 1.0;
 }
 
-// Scores the classes of a list (ascending ids, scaled logits) whose key is
-// >= thr; one Philox call per vocabulary pair.
-inline Best score_list(const float* x, const int64_t* idx, int64_t n, uint32_t thr,
-                       const SampleParams& p, uint64_t row, uint64_t half) {
-  Best b = best_none();
-  int64_t cached_pair = -1;
-  U32x4 w{0, 0, 0, 0};
-  for (int64_t i = 0; i < n; ++i) {
-    if (ord_key(x[i]) < thr || !may_win(b, x[i])) continue;
-    const int64_t v = idx[i];
-    if (v / 2 != cached_pair) {
-      cached_pair = v / 2;
-      w = gumbel_words(p, row, half, static_cast<uint64_t>(cached_pair));
-    }
-    offer_bits(b, x[i], (v & 1) ? hi64(w) : lo64(w), v);
-  }
-  return b;
+// ord_key (sample.h) written branch-free so that the key loop vectorizes.
+constexpr uint32_t kKeyNegInf = 0x007fffffu;  // ord_key(-inf)
+constexpr uint32_t kKeyPosInf = 0xff800000u;  // ord_key(+inf)
+inline uint32_t ord_key_bits(uint32_t u) {
+  return u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
 }
 
-// k-th largest key (k >= 1, k <= n) of key[0, n); destroys key[].
-inline uint32_t radix_select_count(uint32_t* key, int64_t n, int64_t k) {
-  uint32_t prefix = 0;
-  for (int pass = 0; pass < kRadixPasses; ++pass) {
-    int64_t count[kRadixBuckets] = {0};
-    for (int64_t i = 0; i < n; ++i) ++count[radix_digit(key[i], pass)];
-    const int b = pick_bucket_count(count, k);
-    prefix |= static_cast<uint32_t>(b) << radix_shift(pass);
+struct KeyStats {
+  int64_t n_fin = 0;  // candidates with x > -inf (NaN counted or not: the row is invalid then)
+  int64_t n_inf = 0;  // candidates with x == +inf
+  bool nan = false;   // some class (excluded one included) is NaN
+};
+
+// key[v] = ord_key(l_v / T) for every class; counts finite and +inf keys.
+// kDiv = false for T == 1 (l / 1 == l for every non-NaN float; a NaN row is
+// rejected either way).
+template <bool kDiv, typename Load>
+inline KeyStats row_keys_loop(Load load, int64_t V, float t, uint32_t* key) {
+  KeyStats st;
+  constexpr int64_t kChunk = int64_t{1} << 30;  // 32-bit counters cannot wrap
+  for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
+    const int64_t c1 = std::min(V, c0 + kChunk);
+    uint32_t fin = 0, inf = 0, nan = 0;
+    for (int64_t v = c0; v < c1; ++v) {
+      const float l = load(v);
+      const float x = kDiv ? scaled_logit(l, t) : l;
+      const uint32_t k = ord_key_bits(f2u(x));
+      key[v] = k;
+      fin += k > kKeyNegInf;
+      inf += k == kKeyPosInf;
+      nan |= x != x;
+    }
+    st.n_fin += fin;
+    st.n_inf += inf;
+    st.nan = st.nan || nan != 0;
+  }
+  return st;
+}
+
+// Contiguous rows (csrc/cpu/sample_keys.cpp, cloned for AVX2 on x86-64).
+KeyStats row_keys_f32(const float* row, int64_t V, float t, uint32_t* key);
+KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float t, uint32_t* key);
+KeyStats row_keys_f16(const c10::Half* row, int64_t V, float t, uint32_t* key);
+// bmax[i] = max of key over classes [i B, (i + 1) B).
+void block_max(const uint32_t* key, int64_t V, int64_t B, uint32_t* bmax);
+
+inline KeyStats row_keys_contig(const float* row, int64_t V, float t, uint32_t* key) {
+  return row_keys_f32(row, V, t, key);
+}
+inline KeyStats row_keys_contig(const c10::BFloat16* row, int64_t V, float t, uint32_t* key) {
+  return row_keys_bf16(row, V, t, key);
+}
+inline KeyStats row_keys_contig(const c10::Half* row, int64_t V, float t, uint32_t* key) {
+  return row_keys_f16(row, V, t, key);
+}
+
+template <typename T>
+KeyStats row_keys(const T* row, int64_t V, int64_t stride, float t, uint32_t* key) {
+  if (stride == 1) return row_keys_contig(row, V, t, key);
+  const auto load = [=](int64_t v) { return static_cast<float>(row[v * stride]); };
+  return t == 1.0f ? row_keys_loop<false>(load, V, t, key) : row_keys_loop<true>(load, V, t, key);
+}
+
+// Block maxima; with B == 1 the keys themselves.
+inline const uint32_t* block_keys(const RowScratch& s, int64_t B) {
+  return B == 1 ? s.vkey.data() : s.bmax.data();
+}
+
+// Block size: small enough that there are >= 4k blocks (a tight bound for
+// top-k), at most 64 classes.
+inline int64_t select_block(int64_t V, int64_t k) {
+  int64_t B = 64;
+  while (B > 1 && (V + B - 1) / B < 4 * k) B /= 2;
+  return B;
+}
+
+// The k-th largest of a[0, n) (1 <= k <= n); destroys a[]. Radix select
+// over the range [min, max] of what is left, 8 bits per pass: each pass keeps
+// the one bucket holding the k-th largest, so at most 4 passes, usually 1-2.
+inline uint32_t kth_largest(uint32_t* a, int64_t n, int64_t k) {
+  for (;;) {
+    uint32_t mn = 0xffffffffu, mx = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      mn = a[i] < mn ? a[i] : mn;
+      mx = a[i] > mx ? a[i] : mx;
+    }
+    if (mn == mx) return mx;
+    int shift = 32 - __builtin_clz(mx - mn) - 8;
+    shift = shift < 0 ? 0 : shift;
+    uint32_t count[256] = {0};
+    for (int64_t i = 0; i < n; ++i) ++count[(a[i] - mn) >> shift];
+    int b = 255;
+    for (; b > 0; --b) {
+      if (static_cast<int64_t>(count[b]) >= k) break;
+      k -= count[b];
+    }
     int64_t j = 0;
-    for (int64_t i = 0; i < n; ++i)
-      if (radix_digit(key[i], pass) == static_cast<uint32_t>(b)) key[j++] = key[i];
+    for (int64_t i = 0; i < n; ++i) {
+      a[j] = a[i];
+      j += static_cast<int>((a[i] - mn) >> shift) == b;
+    }
     n = j;
   }
-  return prefix;
+}
+
+// The k-th largest of vkey[0, V) (1 <= k <= number of blocks); uses s.key.
+inline uint32_t topk_threshold(RowScratch& s, int64_t V, int64_t B, int64_t k) {
+  const int64_t M = (V + B - 1) / B;
+  uint32_t* tmp = s.key.data();
+  const uint32_t* key = s.vkey.data();
+  const uint32_t* bmax = block_keys(s, B);
+  std::copy(bmax, bmax + M, tmp);
+  const uint32_t lo = kth_largest(tmp, M, k);  // <= the k-th largest key
+  if (B == 1) return lo;
+  int64_t c = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    if (bmax[i] < lo) continue;
+    const int64_t e = std::min(V, (i + 1) * B);
+    for (int64_t v = i * B; v < e; ++v) {
+      tmp[c] = key[v];
+      c += key[v] >= lo;
+    }
+  }
+  return kth_largest(tmp, c, k);
 }
 
 // Largest key t with mass{key >= t} >= top_p * total; destroys key[], mass[].
@@ -95,6 +207,54 @@ inline uint32_t radix_select_mass(uint32_t* key, double* mass, int64_t n, double
   return prefix;
 }
 
+// Top-p over the candidates with key >= lo (finite), masses exp(x - xmax) in
+// ascending class order; uses s.key, s.mass.
+inline uint32_t topp_threshold(RowScratch& s, int64_t V, int64_t B, uint32_t lo, float xmax,
+                               double top_p) {
+  const int64_t M = (V + B - 1) / B;
+  const uint32_t* key = s.vkey.data();
+  const uint32_t* bmax = block_keys(s, B);
+  int64_t m = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    if (bmax[i] < lo) continue;
+    const int64_t e = std::min(V, (i + 1) * B);
+    for (int64_t v = i * B; v < e; ++v) {
+      if (key[v] < lo) continue;
+      s.key[m] = key[v];
+      s.mass[m++] = std::exp(static_cast<double>(key_float(key[v])) - static_cast<double>(xmax));
+    }
+  }
+  return radix_select_mass(s.key.data(), s.mass.data(), m, top_p);
+}
+
+// Gumbel-max over the classes with key >= thr (thr > ord_key(-inf)), in
+// ascending class order; one Philox call per vocabulary pair.
+inline int64_t score_kept(const RowScratch& s, int64_t V, int64_t B, uint32_t thr,
+                          const SampleParams& p, uint64_t row) {
+  const uint64_t half = pairs_per_row(V);
+  const int64_t M = (V + B - 1) / B;
+  const uint32_t* key = s.vkey.data();
+  const uint32_t* bmax = block_keys(s, B);
+  Best b = best_none();
+  int64_t cached_pair = -1;
+  U32x4 w{0, 0, 0, 0};
+  for (int64_t i = 0; i < M; ++i) {
+    if (bmax[i] < thr) continue;
+    const int64_t e = std::min(V, (i + 1) * B);
+    for (int64_t v = i * B; v < e; ++v) {
+      if (key[v] < thr) continue;
+      const float x = key_float(key[v]);
+      if (!may_win(b, x)) continue;
+      if (v / 2 != cached_pair) {
+        cached_pair = v / 2;
+        w = gumbel_words(p, row, half, static_cast<uint64_t>(cached_pair));
+      }
+      offer_bits(b, x, (v & 1) ? hi64(w) : lo64(w), v);
+    }
+  }
+  return b.index;
+}
+
 // One pass, no selection: Gumbel-max over all candidates.
 template <typename T>
 int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SampleParams& p,
@@ -119,25 +279,53 @@ int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SamplePa
   return b.index;
 }
 
-// Threshold key for top-k then top-p over the list in s (n finite candidates,
-// none +inf).
-inline uint32_t select_threshold(RowScratch& s, int64_t n, float xmax, const SampleParams& p) {
-  uint32_t thr = 0;
-  if (p.top_k > 0 && p.top_k < n) {
-    for (int64_t i = 0; i < n; ++i) s.key[i] = ord_key(s.x[i]);
-    thr = radix_select_count(s.key.data(), n, p.top_k);
-  }
-  if (p.top_p < 1.0) {
-    int64_t m = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t k = ord_key(s.x[i]);
-      if (k < thr) continue;
-      s.key[m] = k;
-      s.mass[m++] = std::exp(static_cast<double>(s.x[i]) - static_cast<double>(xmax));
+// Keys of the row into s.vkey with the excluded class set to key 0 (below
+// every candidate); returns false for an invalid row (NaN among the
+// candidates, or no finite candidate).
+template <typename T>
+bool load_keys(const T* row, int64_t V, int64_t stride, const SampleParams& p, RowScratch& s,
+               KeyStats& st) {
+  uint32_t* key = s.vkey.data();
+  st = row_keys(row, V, stride, p.temperature, key);
+  const bool has_ex = p.exclude >= 0 && p.exclude < V;
+  if (st.nan) {
+    for (int64_t v = 0; v < V; ++v) {
+      const float x = key_float(key[v]);
+      if (x != x && v != p.exclude) return false;
     }
-    thr = radix_select_mass(s.key.data(), s.mass.data(), m, p.top_p);
   }
-  return thr;
+  if (has_ex) {
+    const uint32_t ke = key[p.exclude];
+    st.n_fin -= ke > kKeyNegInf;
+    st.n_inf -= ke == kKeyPosInf;
+    key[p.exclude] = 0;
+  }
+  return st.n_fin > 0;
+}
+
+// Top-k / top-p row: keys, block maxima, threshold, Gumbel-max over the kept.
+template <typename T>
+int64_t sample_row_select(const T* row, int64_t V, int64_t stride, const SampleParams& p,
+                          uint64_t r, RowScratch& s) {
+  s.reserve(V);
+  KeyStats st;
+  if (!load_keys(row, V, stride, p, s, st)) return -1;
+  const bool top_k = p.top_k > 0 && p.top_k < st.n_fin;
+  const int64_t B = select_block(V, top_k ? p.top_k : 1);
+  const int64_t M = (V + B - 1) / B;
+  if (B > 1) block_max(s.vkey.data(), V, B, s.bmax.data());
+  uint32_t thr = kKeyNegInf + 1;  // every finite candidate
+  if (st.n_inf > 0) {
+    thr = kKeyPosInf;
+  } else {
+    if (top_k) thr = std::max(thr, topk_threshold(s, V, B, p.top_k));
+    if (p.top_p < 1.0) {
+      const uint32_t kmax = *std::max_element(block_keys(s, B), block_keys(s, B) + M);
+      thr = topp_threshold(s, V, B, thr, key_float(kmax), p.top_p);
+    }
+  }
+  thr = std::max(thr, kKeyNegInf + 1);  // never -inf classes or the excluded one
+  return score_kept(s, V, B, thr, p, r);
 }
 
 // The row sampler: returns the class id, or -1 for an invalid row.
@@ -145,23 +333,7 @@ template <typename T>
 int64_t sample_row_cpu(const T* row, int64_t V, int64_t stride, const SampleParams& p,
                        uint64_t r, RowScratch& s) {
   if (!needs_select(p, V)) return sample_row_plain(row, V, stride, p, r);
-  s.reserve(V);
-  int64_t n = 0, n_inf = 0;
-  float xmax = -INFINITY;
-  for (int64_t v = 0; v < V; ++v) {
-    if (v == p.exclude) continue;
-    const float l = static_cast<float>(row[v * stride]);
-    if (std::isnan(l)) return -1;
-    const float x = scaled_logit(l, p.temperature);
-    if (!(x > -INFINITY)) continue;
-    s.x[n] = x;
-    s.idx[n++] = v;
-    n_inf += x == INFINITY;
-    xmax = x > xmax ? x : xmax;
-  }
-  if (n == 0) return -1;
-  const uint32_t thr = n_inf > 0 ? ord_key(INFINITY) : select_threshold(s, n, xmax, p);
-  return score_list(s.x.data(), s.idx.data(), n, thr, p, r, pairs_per_row(V)).index;
+  return sample_row_select(row, V, stride, p, r, s);
 }
 
 }  // namespace dmmd

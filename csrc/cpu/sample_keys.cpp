@@ -1,0 +1,48 @@
+// The vectorizable loops of the CPU row sampler's top-k/top-p path
+// (cpu/sample_row.h): order keys of a contiguous row (scaled logit -> ord_key,
+// with the finite / +inf / NaN counts) and per-block key maxima.
+//
+// Memory contract: reads one contiguous row of V logits (fp32/bf16/fp16) or V
+// keys; writes V keys or ceil(V / B) maxima into caller-owned scratch. x86-64
+// GCC builds clone these for AVX2 (target_clones, picked at load time); the
+// integer ops and the one IEEE division are exact, so every clone writes the
+// same bits.
+#include "sample_row.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DMMD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define DMMD_CPU_CLONES
+#endif
+
+namespace dmmd {
+
+template <typename T>
+static KeyStats keys_contig(const T* row, int64_t V, float t, uint32_t* key) {
+  const auto load = [=](int64_t v) { return static_cast<float>(row[v]); };
+  return t == 1.0f ? row_keys_loop<false>(load, V, t, key) : row_keys_loop<true>(load, V, t, key);
+}
+
+DMMD_CPU_CLONES KeyStats row_keys_f32(const float* row, int64_t V, float t, uint32_t* key) {
+  return keys_contig(row, V, t, key);
+}
+
+DMMD_CPU_CLONES KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float t,
+                                       uint32_t* key) {
+  return keys_contig(row, V, t, key);
+}
+
+DMMD_CPU_CLONES KeyStats row_keys_f16(const c10::Half* row, int64_t V, float t, uint32_t* key) {
+  return keys_contig(row, V, t, key);
+}
+
+DMMD_CPU_CLONES void block_max(const uint32_t* key, int64_t V, int64_t B, uint32_t* bmax) {
+  for (int64_t b0 = 0, i = 0; b0 < V; b0 += B, ++i) {
+    const int64_t e = std::min(V, b0 + B);
+    uint32_t m = 0;
+    for (int64_t v = b0; v < e; ++v) m = key[v] > m ? key[v] : m;
+    bmax[i] = m;
+  }
+}
+
+}  // namespace dmmd
