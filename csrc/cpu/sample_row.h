@@ -102,6 +102,11 @@ KeyStats row_keys_f16(const c10::Half* row, int64_t V, float t, uint32_t* key);
 // bmax[i] = max of key over classes [i B, (i + 1) B).
 void block_max(const uint32_t* key, int64_t V, int64_t B, uint32_t* bmax);
 
+// lo[j], hi[j] = lo64 / hi64 of the Gumbel Philox words (sub-stream 0) of
+// element el[j], j < n: gumbel_words() for a batch (cpu/sample_simd.cpp).
+void gumbel_words_batch(const SampleParams& p, const uint64_t* el, int64_t n, uint64_t* lo,
+                        uint64_t* hi);
+
 inline KeyStats row_keys_contig(const float* row, int64_t V, float t, uint32_t* key) {
   return row_keys_f32(row, V, t, key);
 }
@@ -227,54 +232,89 @@ inline uint32_t topp_threshold(RowScratch& s, int64_t V, int64_t B, uint32_t lo,
   return radix_select_mass(s.key.data(), s.mass.data(), m, top_p);
 }
 
+// Gumbel-max in batches: classes are offered in ascending order; the Philox
+// words of the pairs they touch are drawn a batch at a time
+// (gumbel_words_batch). Whether a class may win is judged against the best at
+// the batch's start, which only offers more classes than a class-by-class
+// test would: offer_bits rejects them, so the result is the same.
+struct GumbelBatch {
+  static constexpr int kMax = 64;  // classes per batch
+  int n = 0, pairs = 0;
+  int64_t v[kMax];
+  float x[kMax];
+  int slot[kMax];  // index of the class's pair in el/lo/hi
+  uint64_t el[kMax], lo[kMax], hi[kMax];
+
+  // Adds class cls (scaled logit xv); flushes first when full.
+  void add(Best& b, int64_t cls, float xv, const SampleParams& p, uint64_t row, uint64_t half) {
+    if (n == kMax) flush(b, p);
+    const uint64_t e = row * half + static_cast<uint64_t>(cls / 2);
+    if (pairs == 0 || el[pairs - 1] != e) el[pairs++] = e;
+    v[n] = cls;
+    x[n] = xv;
+    slot[n++] = pairs - 1;
+  }
+  void flush(Best& b, const SampleParams& p) {
+    gumbel_words_batch(p, el, pairs, lo, hi);
+    for (int i = 0; i < n; ++i) offer_bits(b, x[i], (v[i] & 1) ? hi[slot[i]] : lo[slot[i]], v[i]);
+    n = pairs = 0;
+  }
+};
+
 // Gumbel-max over the classes with key >= thr (thr > ord_key(-inf)), in
-// ascending class order; one Philox call per vocabulary pair.
-inline int64_t score_kept(const RowScratch& s, int64_t V, int64_t B, uint32_t thr,
+// ascending class order. The kept class ids are first gathered branch-free
+// into s.key (a kept / not-kept branch per class mispredicts often when a
+// large share of the row is kept); uses s.key.
+inline int64_t score_kept(RowScratch& s, int64_t V, int64_t B, uint32_t thr,
                           const SampleParams& p, uint64_t row) {
   const uint64_t half = pairs_per_row(V);
   const int64_t M = (V + B - 1) / B;
   const uint32_t* key = s.vkey.data();
   const uint32_t* bmax = block_keys(s, B);
-  Best b = best_none();
-  int64_t cached_pair = -1;
-  U32x4 w{0, 0, 0, 0};
+  uint32_t* kept = s.key.data();
+  int64_t n = 0;
   for (int64_t i = 0; i < M; ++i) {
-    if (bmax[i] < thr) continue;
+    if (B > 1 && bmax[i] < thr) continue;  // B == 1: the test below suffices
     const int64_t e = std::min(V, (i + 1) * B);
     for (int64_t v = i * B; v < e; ++v) {
-      if (key[v] < thr) continue;
-      const float x = key_float(key[v]);
-      if (!may_win(b, x)) continue;
-      if (v / 2 != cached_pair) {
-        cached_pair = v / 2;
-        w = gumbel_words(p, row, half, static_cast<uint64_t>(cached_pair));
-      }
-      offer_bits(b, x, (v & 1) ? hi64(w) : lo64(w), v);
+      kept[n] = static_cast<uint32_t>(v);
+      n += key[v] >= thr;
     }
   }
+  Best b = best_none();
+  GumbelBatch g;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t v = kept[j];
+    const float x = key_float(key[v]);
+    if (may_win(b, x)) g.add(b, v, x, p, row, half);
+  }
+  g.flush(b, p);
   return b.index;
 }
 
-// One pass, no selection: Gumbel-max over all candidates.
+// One pass, no selection: Gumbel-max over all candidates, a chunk of
+// GumbelBatch::kMax classes at a time.
 template <typename T>
 int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SampleParams& p,
                          uint64_t r) {
+  constexpr int kChunk = GumbelBatch::kMax;
   const uint64_t half = pairs_per_row(V);
   Best b = best_none();
-  for (int64_t v0 = 0; v0 < V; v0 += 2) {
-    float x[2];
-    bool use[2] = {false, false};
-    for (int j = 0; j < 2 && v0 + j < V; ++j) {
-      if (v0 + j == p.exclude) continue;
-      const float l = static_cast<float>(row[(v0 + j) * stride]);
-      if (std::isnan(l)) return -1;
-      x[j] = scaled_logit(l, p.temperature);
-      use[j] = x[j] > -INFINITY && may_win(b, x[j]);
+  GumbelBatch g;
+  for (int64_t v0 = 0; v0 < V; v0 += kChunk) {
+    const int n = static_cast<int>(std::min<int64_t>(kChunk, V - v0));
+    float x[kChunk];
+    bool nan = false;
+    for (int i = 0; i < n; ++i) {
+      const float l = static_cast<float>(row[(v0 + i) * stride]);
+      nan |= l != l && v0 + i != p.exclude;
+      x[i] = scaled_logit(l, p.temperature);
     }
-    if (!use[0] && !use[1]) continue;
-    const U32x4 w = gumbel_words(p, r, half, static_cast<uint64_t>(v0 / 2));
-    for (int j = 0; j < 2; ++j)
-      if (use[j]) offer_bits(b, x[j], j == 1 ? hi64(w) : lo64(w), v0 + j);
+    if (nan) return -1;
+    for (int i = 0; i < n; ++i)
+      if (v0 + i != p.exclude && x[i] > -INFINITY && may_win(b, x[i]))
+        g.add(b, v0 + i, x[i], p, r, half);
+    g.flush(b, p);
   }
   return b.index;
 }
