@@ -292,29 +292,75 @@ inline int64_t score_kept(RowScratch& s, int64_t V, int64_t B, uint32_t thr,
   return b.index;
 }
 
-// One pass, no selection: Gumbel-max over all candidates, a chunk of
-// GumbelBatch::kMax classes at a time.
+// gumbel_bound (sample.h) for each leading-zero count of the noise bits.
+struct GumbelBoundTable {
+  float b[65];
+  GumbelBoundTable() {
+    for (int z = 0; z <= 64; ++z) b[z] = dadd(dmul(static_cast<float>(z + 1), 0.6932f), 1e-3f);
+  }
+};
+inline const GumbelBoundTable kGumbelBounds;
+
+// Does offer_bits(b, x, k, .) possibly change b? False only when it would
+// return at its bound test (a class that cannot win).
+inline bool may_take(const Best& b, float x, uint64_t k) {
+  if (b.tier < 0) return true;
+  const bool inf = x == INFINITY;
+  if (!inf && b.tier == 1) return false;
+  if ((inf ? 1 : 0) != b.tier) return true;
+  const float bound = kGumbelBounds.b[clz64(k)];
+  return !((inf ? bound : dadd(x, bound)) <= b.score);
+}
+
+// Can some class of x[0, n) (no NaN) pass may_win(b, .)? Branch-free per
+// tier so that the loops vectorize.
+inline bool chunk_may_win(const Best& b, const float* x, int n) {
+  int any = 0;
+  if (b.tier < 0) {
+    for (int i = 0; i < n; ++i) any |= x[i] > -INFINITY;
+  } else if (b.tier == 0) {
+    for (int i = 0; i < n; ++i) any |= dadd(x[i], kGumbelBound) > b.score;  // +inf passes
+  } else {
+    for (int i = 0; i < n; ++i) any |= x[i] == INFINITY;
+  }
+  return any != 0;
+}
+
+// One pass, no selection: Gumbel-max over all candidates, kChunk classes at a
+// time: scaled logits, then the Philox words of the chunk's pairs in one batch
+// (skipped when no class of the chunk may win), then offer_bits for the
+// classes whose noise bound lets them win (usually very few).
 template <typename T>
 int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SampleParams& p,
                          uint64_t r) {
-  constexpr int kChunk = GumbelBatch::kMax;
+  constexpr int kChunk = 64;
   const uint64_t half = pairs_per_row(V);
   Best b = best_none();
-  GumbelBatch g;
+  float x[kChunk];
+  uint64_t el[kChunk / 2], lo[kChunk / 2], hi[kChunk / 2];
   for (int64_t v0 = 0; v0 < V; v0 += kChunk) {
     const int n = static_cast<int>(std::min<int64_t>(kChunk, V - v0));
-    float x[kChunk];
-    bool nan = false;
+    const int ex = p.exclude >= v0 && p.exclude < v0 + n ? static_cast<int>(p.exclude - v0) : -1;
+    int nan = 0;
     for (int i = 0; i < n; ++i) {
       const float l = static_cast<float>(row[(v0 + i) * stride]);
-      nan |= l != l && v0 + i != p.exclude;
-      x[i] = scaled_logit(l, p.temperature);
+      const float xi = scaled_logit(l, p.temperature);
+      nan |= (l != l) & (i != ex);
+      x[i] = i == ex ? -INFINITY : xi;
     }
     if (nan) return -1;
-    for (int i = 0; i < n; ++i)
-      if (v0 + i != p.exclude && x[i] > -INFINITY && may_win(b, x[i]))
-        g.add(b, v0 + i, x[i], p, r, half);
-    g.flush(b, p);
+    if (!chunk_may_win(b, x, n)) continue;
+    const int pairs = (n + 1) / 2;
+    for (int q = 0; q < pairs; ++q) el[q] = r * half + static_cast<uint64_t>(v0 / 2 + q);
+    gumbel_words_batch(p, el, pairs, lo, hi);
+    for (int i = 0; i < n; ++i) {
+      const uint64_t k = (i & 1) ? hi[i >> 1] : lo[i >> 1];
+      // tier 0 (the usual case): a finite class passes only if its bound
+      // beats the best; offer_bits then re-tests with the exact rules
+      const bool take = b.tier == 0 ? dadd(x[i], kGumbelBounds.b[clz64(k)]) > b.score
+                                    : x[i] > -INFINITY && may_take(b, x[i], k);
+      if (take) offer_bits(b, x[i], k, v0 + i);
+    }
   }
   return b.index;
 }
