@@ -152,7 +152,7 @@ inline uint32_t kth_largest(uint32_t* a, int64_t n, int64_t k) {
     shift = shift < 0 ? 0 : shift;
     uint32_t count[256] = {0};
     for (int64_t i = 0; i < n; ++i) ++count[(a[i] - mn) >> shift];
-    int b = 255;
+    int b = static_cast<int>((mx - mn) >> shift);  // the top non-empty bucket
     for (; b > 0; --b) {
       if (static_cast<int64_t>(count[b]) >= k) break;
       k -= count[b];
@@ -232,6 +232,26 @@ inline uint32_t topp_threshold(RowScratch& s, int64_t V, int64_t B, uint32_t lo,
   return radix_select_mass(s.key.data(), s.mass.data(), m, top_p);
 }
 
+// gumbel_bound (sample.h) for each leading-zero count of the noise bits.
+struct GumbelBoundTable {
+  float b[65];
+  GumbelBoundTable() {
+    for (int z = 0; z <= 64; ++z) b[z] = dadd(dmul(static_cast<float>(z + 1), 0.6932f), 1e-3f);
+  }
+};
+inline const GumbelBoundTable kGumbelBounds;
+
+// Does offer_bits(b, x, k, .) possibly change b? False only when it would
+// return at its bound test (a class that cannot win).
+inline bool may_take(const Best& b, float x, uint64_t k) {
+  if (b.tier < 0) return true;
+  const bool inf = x == INFINITY;
+  if (!inf && b.tier == 1) return false;
+  if ((inf ? 1 : 0) != b.tier) return true;
+  const float bound = kGumbelBounds.b[clz64(k)];
+  return !((inf ? bound : dadd(x, bound)) <= b.score);
+}
+
 // Gumbel-max in batches: classes are offered in ascending order; the Philox
 // words of the pairs they touch are drawn a batch at a time
 // (gumbel_words_batch). Whether a class may win is judged against the best at
@@ -256,7 +276,10 @@ struct GumbelBatch {
   }
   void flush(Best& b, const SampleParams& p) {
     gumbel_words_batch(p, el, pairs, lo, hi);
-    for (int i = 0; i < n; ++i) offer_bits(b, x[i], (v[i] & 1) ? hi[slot[i]] : lo[slot[i]], v[i]);
+    for (int i = 0; i < n; ++i) {
+      const uint64_t k = (v[i] & 1) ? hi[slot[i]] : lo[slot[i]];
+      if (may_take(b, x[i], k)) offer_bits(b, x[i], k, v[i]);
+    }
     n = pairs = 0;
   }
 };
@@ -290,26 +313,6 @@ inline int64_t score_kept(RowScratch& s, int64_t V, int64_t B, uint32_t thr,
   }
   g.flush(b, p);
   return b.index;
-}
-
-// gumbel_bound (sample.h) for each leading-zero count of the noise bits.
-struct GumbelBoundTable {
-  float b[65];
-  GumbelBoundTable() {
-    for (int z = 0; z <= 64; ++z) b[z] = dadd(dmul(static_cast<float>(z + 1), 0.6932f), 1e-3f);
-  }
-};
-inline const GumbelBoundTable kGumbelBounds;
-
-// Does offer_bits(b, x, k, .) possibly change b? False only when it would
-// return at its bound test (a class that cannot win).
-inline bool may_take(const Best& b, float x, uint64_t k) {
-  if (b.tier < 0) return true;
-  const bool inf = x == INFINITY;
-  if (!inf && b.tier == 1) return false;
-  if ((inf ? 1 : 0) != b.tier) return true;
-  const float bound = kGumbelBounds.b[clz64(k)];
-  return !((inf ? bound : dadd(x, bound)) <= b.score);
 }
 
 // Can some class of x[0, n) (no NaN) pass may_win(b, .)? Branch-free per
