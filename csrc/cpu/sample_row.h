@@ -1,29 +1,41 @@
 // The CPU row sampler, shared by sample_categorical (cpu/sample.cpp) and
 // posterior_step (cpu/posterior.cpp): one implementation, one set of
-// semantics (include/dmmd/sample.h states them).
+// semantics (include/dmmd/sample.h states them). The loops that vectorize
+// and the batched Philox live in cpu/sample_simd.cpp.
 //
-// Without top-k/top-p: one pass over the row, Gumbel-max fused with the reads
-// (sample_row_plain).
+// Without top-k/top-p (sample_row_plain): one pass over the row in chunks of
+// 64 classes: scaled logits (vectorized), a may-win gate for the chunk, the
+// Philox words of its 32 pairs in one batch (8 elements per AVX2 register),
+// then offer_bits only for the classes whose leading-zero noise bound can
+// still beat the best (a table lookup; usually a handful per row).
 //
 // With top-k/top-p (sample_row_select), the row is read once into a
 // per-thread scratch of order keys (RowScratch::vkey, one uint32 per class,
-// ord_key of the scaled logit; a loop the compiler vectorizes), plus the
-// maximum key of each block of B classes. Top-k then needs no radix passes
-// over the row: the k-th largest block maximum is a lower bound on the k-th
-// largest key (those k maxima are k distinct classes), so only the blocks
-// whose maximum reaches it can hold the top k; their keys >= the bound are
-// gathered (typically a little more than k of them) and an exact selection
-// on that short list gives the threshold. Top-p builds its mass list over the
-// kept keys in ascending class order (the summation order of the old
-// copy-then-radix code, so thresholds and samples are unchanged) and runs the
-// 8-bit radix mass select on it. The final Gumbel-max visits only blocks whose
-// maximum reaches the threshold, in ascending class order. Every shortcut
-// prunes work only: the result is bitwise that of scoring every kept class.
+// ord_key of the scaled logit; a vectorized loop), plus the maximum key of
+// each block of B classes (B <= 64, chosen so there are >= 4k blocks). Top-k
+// then needs no radix pass over the row: the k-th largest block maximum is a
+// lower bound on the k-th largest key (those k maxima are k distinct
+// classes), so only the blocks whose maximum reaches it can hold the top k;
+// their keys >= the bound are gathered (typically a little more than k) and
+// an exact selection on that short list (kth_largest: radix select over the
+// list's own [min, max] range) gives the threshold. Top-p builds its mass
+// list over the kept keys in ascending class order (the summation order of
+// the earlier copy-then-radix code, so thresholds are unchanged) and runs the
+// 8-bit radix mass select on it. The final Gumbel-max gathers the kept
+// classes (blocks whose maximum reaches the threshold, branch-free inside),
+// draws their pairs' Philox words in batches and offers them in ascending
+// class order.
+//
+// Every shortcut prunes work only (bounds that are never below the truth,
+// gates judged against an earlier, never better, running best): each row's
+// result is bitwise that of scoring every kept class one by one, i.e. the
+// same as before these shortcuts and as the CUDA sampler (cuda/sample_row.cuh).
 //
 // Memory contract: reads one row of logits (strided, any of fp32/bf16/fp16)
 // once. Scratch (select only): O(V) uint32 keys, block maxima and list keys,
 // O(V) doubles for the top-p masses, allocated once per thread and reused
-// across rows. Never allocates V-sized noise or probabilities.
+// across rows; the plain path uses a few KB of stack. Never allocates V-sized
+// noise or probabilities.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -33,6 +45,9 @@
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>  // _mm_getcsr
+#endif
 
 #include "dmmd/sample.h"
 
@@ -69,9 +84,21 @@ struct KeyStats {
   bool nan = false;   // some class (excluded one included) is NaN
 };
 
+// May l / 1.0f be skipped? l / 1 == l bit for bit for every non-NaN float
+// (a NaN row is rejected either way) unless the FPU flushes subnormals (x86
+// MXCSR DAZ/FTZ, e.g. after torch.set_flush_denormal(True)); then, and off
+// x86, the division stays.
+inline bool skip_div_by_one(float t) {
+#if defined(__x86_64__) || defined(__i386__)
+  return t == 1.0f && (_mm_getcsr() & 0x8040u) == 0;
+#else
+  (void)t;
+  return false;
+#endif
+}
+
 // key[v] = ord_key(l_v / T) for every class; counts finite and +inf keys.
-// kDiv = false for T == 1 (l / 1 == l for every non-NaN float; a NaN row is
-// rejected either way).
+// kDiv = false when skip_div_by_one(T).
 template <bool kDiv, typename Load>
 inline KeyStats row_keys_loop(Load load, int64_t V, float t, uint32_t* key) {
   KeyStats st;
@@ -95,7 +122,7 @@ inline KeyStats row_keys_loop(Load load, int64_t V, float t, uint32_t* key) {
   return st;
 }
 
-// Contiguous rows (csrc/cpu/sample_keys.cpp, cloned for AVX2 on x86-64).
+// Contiguous rows (cpu/sample_simd.cpp, cloned for AVX2 on x86-64).
 KeyStats row_keys_f32(const float* row, int64_t V, float t, uint32_t* key);
 KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float t, uint32_t* key);
 KeyStats row_keys_f16(const c10::Half* row, int64_t V, float t, uint32_t* key);
@@ -121,7 +148,8 @@ template <typename T>
 KeyStats row_keys(const T* row, int64_t V, int64_t stride, float t, uint32_t* key) {
   if (stride == 1) return row_keys_contig(row, V, t, key);
   const auto load = [=](int64_t v) { return static_cast<float>(row[v * stride]); };
-  return t == 1.0f ? row_keys_loop<false>(load, V, t, key) : row_keys_loop<true>(load, V, t, key);
+  return skip_div_by_one(t) ? row_keys_loop<false>(load, V, t, key)
+                            : row_keys_loop<true>(load, V, t, key);
 }
 
 // Block maxima; with B == 1 the keys themselves.
@@ -294,7 +322,7 @@ inline int64_t score_kept(RowScratch& s, int64_t V, int64_t B, uint32_t thr,
   const int64_t M = (V + B - 1) / B;
   const uint32_t* key = s.vkey.data();
   const uint32_t* bmax = block_keys(s, B);
-  uint32_t* kept = s.key.data();
+  uint32_t* kept = s.key.data();  // class ids: a vocabulary has < 2^32 classes
   int64_t n = 0;
   for (int64_t i = 0; i < M; ++i) {
     if (B > 1 && bmax[i] < thr) continue;  // B == 1: the test below suffices

@@ -28,7 +28,8 @@ namespace dmmd {
 template <typename T>
 static KeyStats keys_contig(const T* row, int64_t V, float t, uint32_t* key) {
   const auto load = [=](int64_t v) { return static_cast<float>(row[v]); };
-  return t == 1.0f ? row_keys_loop<false>(load, V, t, key) : row_keys_loop<true>(load, V, t, key);
+  return skip_div_by_one(t) ? row_keys_loop<false>(load, V, t, key)
+                            : row_keys_loop<true>(load, V, t, key);
 }
 
 DMMD_CPU_CLONES KeyStats row_keys_f32(const float* row, int64_t V, float t, uint32_t* key) {
