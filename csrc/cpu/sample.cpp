@@ -3,10 +3,10 @@
 // (semantics: include/dmmd/sample.h; row sampler: cpu/sample_row.h, shared
 // with posterior_step).
 //
-// Memory contract: reads each unmasked row once (plus the selection passes
-// over a per-thread scratch copy when top-k/top-p are on); rows whose mask is
-// False are not read. Writes int64 [...]. No V-sized noise or probability
-// tensor is ever allocated.
+// Memory contract: reads each unmasked row once (with top-k/top-p, into a
+// per-thread scratch of uint32 order keys that the selection then scans);
+// rows whose mask is False are not read. Writes int64 [...]. No V-sized noise
+// or probability tensor is ever allocated.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>

@@ -1,31 +1,67 @@
 // The CPU row sampler, shared by sample_categorical (cpu/sample.cpp) and
 // posterior_step (cpu/posterior.cpp): one implementation, one set of
-// semantics (include/dmmd/sample.h states them).
+// semantics (include/dmmd/sample.h states them). The loops that vectorize
+// and the batched Philox live in cpu/sample_simd.cpp.
+//
+// Without top-k/top-p (sample_row_plain): one pass over the row in chunks of
+// 64 classes: scaled logits (vectorized), a may-win gate for the chunk, the
+// Philox words of its 32 pairs in one batch (8 elements per AVX2 register),
+// then offer_bits only for the classes whose leading-zero noise bound can
+// still beat the best (a table lookup; usually a handful per row).
+//
+// With top-k/top-p (sample_row_select), the row is read once into a
+// per-thread scratch of order keys (RowScratch::vkey, one uint32 per class,
+// ord_key of the scaled logit; a vectorized loop), plus the maximum key of
+// each block of B classes (B <= 64, chosen so there are >= 4k blocks). Top-k
+// then needs no radix pass over the row: the k-th largest block maximum is a
+// lower bound on the k-th largest key (those k maxima are k distinct
+// classes), so only the blocks whose maximum reaches it can hold the top k;
+// their keys >= the bound are gathered (typically a little more than k) and
+// an exact selection on that short list (kth_largest: radix select over the
+// list's own [min, max] range) gives the threshold. Top-p builds its mass
+// list over the kept keys in ascending class order (the summation order of
+// the earlier copy-then-radix code, so thresholds are unchanged) and runs the
+// 8-bit radix mass select on it. The final Gumbel-max gathers the kept
+// classes (blocks whose maximum reaches the threshold, branch-free inside),
+// draws their pairs' Philox words in batches and offers them in ascending
+// class order.
+//
+// Every shortcut prunes work only (bounds that are never below the truth,
+// gates judged against an earlier, never better, running best): each row's
+// result is bitwise that of scoring every kept class one by one, i.e. the
+// same as before these shortcuts and as the CUDA sampler (cuda/sample_row.cuh).
 //
 // Memory contract: reads one row of logits (strided, any of fp32/bf16/fp16)
-// once without top-k/top-p; with them, copies the row's finite candidates
-// into a per-thread scratch (RowScratch, O(V) floats/ints/doubles, reused
-// across rows) and runs the radix selects on that scratch, compacting the
-// classes still in play after each 8-bit pass. Never allocates V-sized noise
-// or probabilities per call beyond that scratch.
+// once. Scratch (select only): O(V) uint32 keys, block maxima and list keys,
+// O(V) doubles for the top-p masses, allocated once per thread and reused
+// across rows; the plain path uses a few KB of stack. Never allocates V-sized
+// noise or probabilities.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <vector>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>  // _mm_getcsr
+#endif
 
 #include "dmmd/sample.h"
 
 namespace dmmd {
 
 struct RowScratch {
-  std::vector<float> x;        // scaled logits of the finite candidates
-  std::vector<int64_t> idx;    // their class ids, ascending
-  std::vector<uint32_t> key;   // radix work keys
-  std::vector<double> mass;    // radix work masses (top-p)
+  std::vector<uint32_t> vkey;  // ord_key of every class of the row (excluded: 0)
+  std::vector<uint32_t> bmax;  // max of vkey per block of classes
+  std::vector<uint32_t> key;   // list work keys (selection, top-p)
+  std::vector<double> mass;    // list masses (top-p)
   void reserve(int64_t n) {
-    if (static_cast<int64_t>(x.size()) >= n) return;
-    x.resize(n);
-    idx.resize(n);
+    if (static_cast<int64_t>(vkey.size()) >= n) return;
+    vkey.resize(n);
+    bmax.resize(n);
     key.resize(n);
     mass.resize(n);
   }
@@ -35,39 +71,148 @@ inline bool needs_select(const SampleParams& p, int64_t V) {
   return (p.top_k > 0 && p.top_k < V) || p.top_p < 1.0;
 }
 
-// Scores the classes of a list (ascending ids, scaled logits) whose key is
-// >= thr; one Philox call per vocabulary pair.
-inline Best score_list(const float* x, const int64_t* idx, int64_t n, uint32_t thr,
-                       const SampleParams& p, uint64_t row, uint64_t half) {
-  Best b = best_none();
-  int64_t cached_pair = -1;
-  U32x4 w{0, 0, 0, 0};
-  for (int64_t i = 0; i < n; ++i) {
-    if (ord_key(x[i]) < thr || !may_win(b, x[i])) continue;
-    const int64_t v = idx[i];
-    if (v / 2 != cached_pair) {
-      cached_pair = v / 2;
-      w = gumbel_words(p, row, half, static_cast<uint64_t>(cached_pair));
-    }
-    offer_bits(b, x[i], (v & 1) ? hi64(w) : lo64(w), v);
-  }
-  return b;
+// ord_key (sample.h) written branch-free so that the key loop vectorizes.
+constexpr uint32_t kKeyNegInf = 0x007fffffu;  // ord_key(-inf)
+constexpr uint32_t kKeyPosInf = 0xff800000u;  // ord_key(+inf)
+inline uint32_t ord_key_bits(uint32_t u) {
+  return u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
 }
 
-// k-th largest key (k >= 1, k <= n) of key[0, n); destroys key[].
-inline uint32_t radix_select_count(uint32_t* key, int64_t n, int64_t k) {
-  uint32_t prefix = 0;
-  for (int pass = 0; pass < kRadixPasses; ++pass) {
-    int64_t count[kRadixBuckets] = {0};
-    for (int64_t i = 0; i < n; ++i) ++count[radix_digit(key[i], pass)];
-    const int b = pick_bucket_count(count, k);
-    prefix |= static_cast<uint32_t>(b) << radix_shift(pass);
+struct KeyStats {
+  int64_t n_fin = 0;  // candidates with x > -inf (NaN counted or not: the row is invalid then)
+  int64_t n_inf = 0;  // candidates with x == +inf
+  bool nan = false;   // some class (excluded one included) is NaN
+};
+
+// May l / 1.0f be skipped? l / 1 == l bit for bit for every non-NaN float
+// (a NaN row is rejected either way) unless the FPU flushes subnormals (x86
+// MXCSR DAZ/FTZ, e.g. after torch.set_flush_denormal(True)); then, and off
+// x86, the division stays.
+inline bool skip_div_by_one(float t) {
+#if defined(__x86_64__) || defined(__i386__)
+  return t == 1.0f && (_mm_getcsr() & 0x8040u) == 0;
+#else
+  (void)t;
+  return false;
+#endif
+}
+
+// key[v] = ord_key(l_v / T) for every class; counts finite and +inf keys.
+// kDiv = false when skip_div_by_one(T).
+template <bool kDiv, typename Load>
+inline KeyStats row_keys_loop(Load load, int64_t V, float t, uint32_t* key) {
+  KeyStats st;
+  constexpr int64_t kChunk = int64_t{1} << 30;  // 32-bit counters cannot wrap
+  for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
+    const int64_t c1 = std::min(V, c0 + kChunk);
+    uint32_t fin = 0, inf = 0, nan = 0;
+    for (int64_t v = c0; v < c1; ++v) {
+      const float l = load(v);
+      const float x = kDiv ? scaled_logit(l, t) : l;
+      const uint32_t k = ord_key_bits(f2u(x));
+      key[v] = k;
+      fin += k > kKeyNegInf;
+      inf += k == kKeyPosInf;
+      nan |= x != x;
+    }
+    st.n_fin += fin;
+    st.n_inf += inf;
+    st.nan = st.nan || nan != 0;
+  }
+  return st;
+}
+
+// Contiguous rows (cpu/sample_simd.cpp, cloned for AVX2 on x86-64).
+KeyStats row_keys_f32(const float* row, int64_t V, float t, uint32_t* key);
+KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float t, uint32_t* key);
+KeyStats row_keys_f16(const c10::Half* row, int64_t V, float t, uint32_t* key);
+// bmax[i] = max of key over classes [i B, (i + 1) B).
+void block_max(const uint32_t* key, int64_t V, int64_t B, uint32_t* bmax);
+
+// lo[j], hi[j] = lo64 / hi64 of the Gumbel Philox words (sub-stream 0) of
+// element el[j], j < n: gumbel_words() for a batch (cpu/sample_simd.cpp).
+void gumbel_words_batch(const SampleParams& p, const uint64_t* el, int64_t n, uint64_t* lo,
+                        uint64_t* hi);
+
+inline KeyStats row_keys_contig(const float* row, int64_t V, float t, uint32_t* key) {
+  return row_keys_f32(row, V, t, key);
+}
+inline KeyStats row_keys_contig(const c10::BFloat16* row, int64_t V, float t, uint32_t* key) {
+  return row_keys_bf16(row, V, t, key);
+}
+inline KeyStats row_keys_contig(const c10::Half* row, int64_t V, float t, uint32_t* key) {
+  return row_keys_f16(row, V, t, key);
+}
+
+template <typename T>
+KeyStats row_keys(const T* row, int64_t V, int64_t stride, float t, uint32_t* key) {
+  if (stride == 1) return row_keys_contig(row, V, t, key);
+  const auto load = [=](int64_t v) { return static_cast<float>(row[v * stride]); };
+  return skip_div_by_one(t) ? row_keys_loop<false>(load, V, t, key)
+                            : row_keys_loop<true>(load, V, t, key);
+}
+
+// Block maxima; with B == 1 the keys themselves.
+inline const uint32_t* block_keys(const RowScratch& s, int64_t B) {
+  return B == 1 ? s.vkey.data() : s.bmax.data();
+}
+
+// Block size: small enough that there are >= 4k blocks (a tight bound for
+// top-k), at most 64 classes.
+inline int64_t select_block(int64_t V, int64_t k) {
+  int64_t B = 64;
+  while (B > 1 && (V + B - 1) / B < 4 * k) B /= 2;
+  return B;
+}
+
+// The k-th largest of a[0, n) (1 <= k <= n); destroys a[]. Radix select
+// over the range [min, max] of what is left, 8 bits per pass: each pass keeps
+// the one bucket holding the k-th largest, so at most 4 passes, usually 1-2.
+inline uint32_t kth_largest(uint32_t* a, int64_t n, int64_t k) {
+  for (;;) {
+    uint32_t mn = 0xffffffffu, mx = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      mn = a[i] < mn ? a[i] : mn;
+      mx = a[i] > mx ? a[i] : mx;
+    }
+    if (mn == mx) return mx;
+    int shift = 32 - __builtin_clz(mx - mn) - 8;
+    shift = shift < 0 ? 0 : shift;
+    uint32_t count[256] = {0};
+    for (int64_t i = 0; i < n; ++i) ++count[(a[i] - mn) >> shift];
+    int b = static_cast<int>((mx - mn) >> shift);  // the top non-empty bucket
+    for (; b > 0; --b) {
+      if (static_cast<int64_t>(count[b]) >= k) break;
+      k -= count[b];
+    }
     int64_t j = 0;
-    for (int64_t i = 0; i < n; ++i)
-      if (radix_digit(key[i], pass) == static_cast<uint32_t>(b)) key[j++] = key[i];
+    for (int64_t i = 0; i < n; ++i) {
+      a[j] = a[i];
+      j += static_cast<int>((a[i] - mn) >> shift) == b;
+    }
     n = j;
   }
-  return prefix;
+}
+
+// The k-th largest of vkey[0, V) (1 <= k <= number of blocks); uses s.key.
+inline uint32_t topk_threshold(RowScratch& s, int64_t V, int64_t B, int64_t k) {
+  const int64_t M = (V + B - 1) / B;
+  uint32_t* tmp = s.key.data();
+  const uint32_t* key = s.vkey.data();
+  const uint32_t* bmax = block_keys(s, B);
+  std::copy(bmax, bmax + M, tmp);
+  const uint32_t lo = kth_largest(tmp, M, k);  // <= the k-th largest key
+  if (B == 1) return lo;
+  int64_t c = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    if (bmax[i] < lo) continue;
+    const int64_t e = std::min(V, (i + 1) * B);
+    for (int64_t v = i * B; v < e; ++v) {
+      tmp[c] = key[v];
+      c += key[v] >= lo;
+    }
+  }
+  return kth_largest(tmp, c, k);
 }
 
 // Largest key t with mass{key >= t} >= top_p * total; destroys key[], mass[].
@@ -95,49 +240,209 @@ inline uint32_t radix_select_mass(uint32_t* key, double* mass, int64_t n, double
   return prefix;
 }
 
-// One pass, no selection: Gumbel-max over all candidates.
+// Top-p over the candidates with key >= lo (finite), masses exp(x - xmax) in
+// ascending class order; uses s.key, s.mass.
+inline uint32_t topp_threshold(RowScratch& s, int64_t V, int64_t B, uint32_t lo, float xmax,
+                               double top_p) {
+  const int64_t M = (V + B - 1) / B;
+  const uint32_t* key = s.vkey.data();
+  const uint32_t* bmax = block_keys(s, B);
+  int64_t m = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    if (bmax[i] < lo) continue;
+    const int64_t e = std::min(V, (i + 1) * B);
+    for (int64_t v = i * B; v < e; ++v) {
+      if (key[v] < lo) continue;
+      s.key[m] = key[v];
+      s.mass[m++] = std::exp(static_cast<double>(key_float(key[v])) - static_cast<double>(xmax));
+    }
+  }
+  return radix_select_mass(s.key.data(), s.mass.data(), m, top_p);
+}
+
+// gumbel_bound (sample.h) for each leading-zero count of the noise bits.
+struct GumbelBoundTable {
+  float b[65];
+  GumbelBoundTable() {
+    for (int z = 0; z <= 64; ++z) b[z] = dadd(dmul(static_cast<float>(z + 1), 0.6932f), 1e-3f);
+  }
+};
+inline const GumbelBoundTable kGumbelBounds;
+
+// Does offer_bits(b, x, k, .) possibly change b? False only when it would
+// return at its bound test (a class that cannot win).
+inline bool may_take(const Best& b, float x, uint64_t k) {
+  if (b.tier < 0) return true;
+  const bool inf = x == INFINITY;
+  if (!inf && b.tier == 1) return false;
+  if ((inf ? 1 : 0) != b.tier) return true;
+  const float bound = kGumbelBounds.b[clz64(k)];
+  return !((inf ? bound : dadd(x, bound)) <= b.score);
+}
+
+// Gumbel-max in batches: classes are offered in ascending order; the Philox
+// words of the pairs they touch are drawn a batch at a time
+// (gumbel_words_batch). Whether a class may win is judged against the best at
+// the batch's start, which only offers more classes than a class-by-class
+// test would: offer_bits rejects them, so the result is the same.
+struct GumbelBatch {
+  static constexpr int kMax = 64;  // classes per batch
+  int n = 0, pairs = 0;
+  int64_t v[kMax];
+  float x[kMax];
+  int slot[kMax];  // index of the class's pair in el/lo/hi
+  uint64_t el[kMax], lo[kMax], hi[kMax];
+
+  // Adds class cls (scaled logit xv); flushes first when full.
+  void add(Best& b, int64_t cls, float xv, const SampleParams& p, uint64_t row, uint64_t half) {
+    if (n == kMax) flush(b, p);
+    const uint64_t e = row * half + static_cast<uint64_t>(cls / 2);
+    if (pairs == 0 || el[pairs - 1] != e) el[pairs++] = e;
+    v[n] = cls;
+    x[n] = xv;
+    slot[n++] = pairs - 1;
+  }
+  void flush(Best& b, const SampleParams& p) {
+    gumbel_words_batch(p, el, pairs, lo, hi);
+    for (int i = 0; i < n; ++i) {
+      const uint64_t k = (v[i] & 1) ? hi[slot[i]] : lo[slot[i]];
+      if (may_take(b, x[i], k)) offer_bits(b, x[i], k, v[i]);
+    }
+    n = pairs = 0;
+  }
+};
+
+// Gumbel-max over the classes with key >= thr (thr > ord_key(-inf)), in
+// ascending class order. The kept class ids are first gathered branch-free
+// into s.key (a kept / not-kept branch per class mispredicts often when a
+// large share of the row is kept); uses s.key.
+inline int64_t score_kept(RowScratch& s, int64_t V, int64_t B, uint32_t thr,
+                          const SampleParams& p, uint64_t row) {
+  const uint64_t half = pairs_per_row(V);
+  const int64_t M = (V + B - 1) / B;
+  const uint32_t* key = s.vkey.data();
+  const uint32_t* bmax = block_keys(s, B);
+  uint32_t* kept = s.key.data();  // class ids: a vocabulary has < 2^32 classes
+  int64_t n = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    if (B > 1 && bmax[i] < thr) continue;  // B == 1: the test below suffices
+    const int64_t e = std::min(V, (i + 1) * B);
+    for (int64_t v = i * B; v < e; ++v) {
+      kept[n] = static_cast<uint32_t>(v);
+      n += key[v] >= thr;
+    }
+  }
+  Best b = best_none();
+  GumbelBatch g;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t v = kept[j];
+    const float x = key_float(key[v]);
+    if (may_win(b, x)) g.add(b, v, x, p, row, half);
+  }
+  g.flush(b, p);
+  return b.index;
+}
+
+// Can some class of x[0, n) (no NaN) pass may_win(b, .)? Branch-free per
+// tier so that the loops vectorize.
+inline bool chunk_may_win(const Best& b, const float* x, int n) {
+  int any = 0;
+  if (b.tier < 0) {
+    for (int i = 0; i < n; ++i) any |= x[i] > -INFINITY;
+  } else if (b.tier == 0) {
+    for (int i = 0; i < n; ++i) any |= dadd(x[i], kGumbelBound) > b.score;  // +inf passes
+  } else {
+    for (int i = 0; i < n; ++i) any |= x[i] == INFINITY;
+  }
+  return any != 0;
+}
+
+// One pass, no selection: Gumbel-max over all candidates, kChunk classes at a
+// time: scaled logits, then the Philox words of the chunk's pairs in one batch
+// (skipped when no class of the chunk may win), then offer_bits for the
+// classes whose noise bound lets them win (usually very few).
 template <typename T>
 int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SampleParams& p,
                          uint64_t r) {
+  constexpr int kChunk = 64;
   const uint64_t half = pairs_per_row(V);
   Best b = best_none();
-  for (int64_t v0 = 0; v0 < V; v0 += 2) {
-    float x[2];
-    bool use[2] = {false, false};
-    for (int j = 0; j < 2 && v0 + j < V; ++j) {
-      if (v0 + j == p.exclude) continue;
-      const float l = static_cast<float>(row[(v0 + j) * stride]);
-      if (std::isnan(l)) return -1;
-      x[j] = scaled_logit(l, p.temperature);
-      use[j] = x[j] > -INFINITY && may_win(b, x[j]);
+  float x[kChunk];
+  uint64_t el[kChunk / 2], lo[kChunk / 2], hi[kChunk / 2];
+  for (int64_t v0 = 0; v0 < V; v0 += kChunk) {
+    const int n = static_cast<int>(std::min<int64_t>(kChunk, V - v0));
+    const int ex = p.exclude >= v0 && p.exclude < v0 + n ? static_cast<int>(p.exclude - v0) : -1;
+    int nan = 0;
+    for (int i = 0; i < n; ++i) {
+      const float l = static_cast<float>(row[(v0 + i) * stride]);
+      const float xi = scaled_logit(l, p.temperature);
+      nan |= (l != l) & (i != ex);
+      x[i] = i == ex ? -INFINITY : xi;
     }
-    if (!use[0] && !use[1]) continue;
-    const U32x4 w = gumbel_words(p, r, half, static_cast<uint64_t>(v0 / 2));
-    for (int j = 0; j < 2; ++j)
-      if (use[j]) offer_bits(b, x[j], j == 1 ? hi64(w) : lo64(w), v0 + j);
+    if (nan) return -1;
+    if (!chunk_may_win(b, x, n)) continue;
+    const int pairs = (n + 1) / 2;
+    for (int q = 0; q < pairs; ++q) el[q] = r * half + static_cast<uint64_t>(v0 / 2 + q);
+    gumbel_words_batch(p, el, pairs, lo, hi);
+    for (int i = 0; i < n; ++i) {
+      const uint64_t k = (i & 1) ? hi[i >> 1] : lo[i >> 1];
+      // tier 0 (the usual case): a finite class passes only if its bound
+      // beats the best; offer_bits then re-tests with the exact rules
+      const bool take = b.tier == 0 ? dadd(x[i], kGumbelBounds.b[clz64(k)]) > b.score
+                                    : x[i] > -INFINITY && may_take(b, x[i], k);
+      if (take) offer_bits(b, x[i], k, v0 + i);
+    }
   }
   return b.index;
 }
 
-// Threshold key for top-k then top-p over the list in s (n finite candidates,
-// none +inf).
-inline uint32_t select_threshold(RowScratch& s, int64_t n, float xmax, const SampleParams& p) {
-  uint32_t thr = 0;
-  if (p.top_k > 0 && p.top_k < n) {
-    for (int64_t i = 0; i < n; ++i) s.key[i] = ord_key(s.x[i]);
-    thr = radix_select_count(s.key.data(), n, p.top_k);
-  }
-  if (p.top_p < 1.0) {
-    int64_t m = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t k = ord_key(s.x[i]);
-      if (k < thr) continue;
-      s.key[m] = k;
-      s.mass[m++] = std::exp(static_cast<double>(s.x[i]) - static_cast<double>(xmax));
+// Keys of the row into s.vkey with the excluded class set to key 0 (below
+// every candidate); returns false for an invalid row (NaN among the
+// candidates, or no finite candidate).
+template <typename T>
+bool load_keys(const T* row, int64_t V, int64_t stride, const SampleParams& p, RowScratch& s,
+               KeyStats& st) {
+  uint32_t* key = s.vkey.data();
+  st = row_keys(row, V, stride, p.temperature, key);
+  const bool has_ex = p.exclude >= 0 && p.exclude < V;
+  if (st.nan) {
+    for (int64_t v = 0; v < V; ++v) {
+      const float x = key_float(key[v]);
+      if (x != x && v != p.exclude) return false;
     }
-    thr = radix_select_mass(s.key.data(), s.mass.data(), m, p.top_p);
   }
-  return thr;
+  if (has_ex) {
+    const uint32_t ke = key[p.exclude];
+    st.n_fin -= ke > kKeyNegInf;
+    st.n_inf -= ke == kKeyPosInf;
+    key[p.exclude] = 0;
+  }
+  return st.n_fin > 0;
+}
+
+// Top-k / top-p row: keys, block maxima, threshold, Gumbel-max over the kept.
+template <typename T>
+int64_t sample_row_select(const T* row, int64_t V, int64_t stride, const SampleParams& p,
+                          uint64_t r, RowScratch& s) {
+  s.reserve(V);
+  KeyStats st;
+  if (!load_keys(row, V, stride, p, s, st)) return -1;
+  const bool top_k = p.top_k > 0 && p.top_k < st.n_fin;
+  const int64_t B = select_block(V, top_k ? p.top_k : 1);
+  const int64_t M = (V + B - 1) / B;
+  if (B > 1) block_max(s.vkey.data(), V, B, s.bmax.data());
+  uint32_t thr = kKeyNegInf + 1;  // every finite candidate
+  if (st.n_inf > 0) {
+    thr = kKeyPosInf;
+  } else {
+    if (top_k) thr = std::max(thr, topk_threshold(s, V, B, p.top_k));
+    if (p.top_p < 1.0) {
+      const uint32_t kmax = *std::max_element(block_keys(s, B), block_keys(s, B) + M);
+      thr = topp_threshold(s, V, B, thr, key_float(kmax), p.top_p);
+    }
+  }
+  thr = std::max(thr, kKeyNegInf + 1);  // never -inf classes or the excluded one
+  return score_kept(s, V, B, thr, p, r);
 }
 
 // The row sampler: returns the class id, or -1 for an invalid row.
@@ -145,23 +450,7 @@ template <typename T>
 int64_t sample_row_cpu(const T* row, int64_t V, int64_t stride, const SampleParams& p,
                        uint64_t r, RowScratch& s) {
   if (!needs_select(p, V)) return sample_row_plain(row, V, stride, p, r);
-  s.reserve(V);
-  int64_t n = 0, n_inf = 0;
-  float xmax = -INFINITY;
-  for (int64_t v = 0; v < V; ++v) {
-    if (v == p.exclude) continue;
-    const float l = static_cast<float>(row[v * stride]);
-    if (std::isnan(l)) return -1;
-    const float x = scaled_logit(l, p.temperature);
-    if (!(x > -INFINITY)) continue;
-    s.x[n] = x;
-    s.idx[n++] = v;
-    n_inf += x == INFINITY;
-    xmax = x > xmax ? x : xmax;
-  }
-  if (n == 0) return -1;
-  const uint32_t thr = n_inf > 0 ? ord_key(INFINITY) : select_threshold(s, n, xmax, p);
-  return score_list(s.x.data(), s.idx.data(), n, thr, p, r, pairs_per_row(V)).index;
+  return sample_row_select(row, V, stride, p, r, s);
 }
 
 }  // namespace dmmd
