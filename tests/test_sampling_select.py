@@ -127,10 +127,8 @@ def test_huge_logits():
     _check(big, 1.0, 30, 0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="known, predates the fast path: the kernels order "
-                   "-0.0 below +0.0 (ord_key), so a +0.0 threshold drops -0.0 classes; the "
-                   "reference compares floats and keeps them")
 def test_signed_zero_tie_at_the_threshold():
+    # -0.0 and +0.0 are equal floats: a +0.0 threshold keeps both (keys fold -0.0)
     l = torch.zeros(400, 40)
     l[:, ::2] = -0.0
     _check(l, 1.0, 7)

@@ -75,6 +75,7 @@ inline bool needs_select(const SampleParams& p, int64_t V) {
 constexpr uint32_t kKeyNegInf = 0x007fffffu;  // ord_key(-inf)
 constexpr uint32_t kKeyPosInf = 0xff800000u;  // ord_key(+inf)
 inline uint32_t ord_key_bits(uint32_t u) {
+  u = (u == 0x80000000u) ? 0u : u;  // -0.0 -> +0.0, as ord_key does
   return u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
 }
 

@@ -113,8 +113,11 @@ DMMD_HD bool may_win(const Best& b, float x) {
 }
 
 // Monotone map float -> uint32: a < b  <=>  key(a) < key(b) (for non-NaN).
+// -0.0 is folded into +0.0 so that key order agrees with float comparison
+// (x >= threshold keeps both zeros), as in moment_loss.h's float_key.
 DMMD_HD uint32_t ord_key(float f) {
-  const uint32_t u = f2u(f);
+  uint32_t u = f2u(f);
+  if (u == 0x80000000u) u = 0u;
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
