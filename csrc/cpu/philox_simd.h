@@ -175,57 +175,56 @@ __attribute__((target("avx2"))) inline void philox_block_avx2(uint64_t seed, uin
   }
 }
 
-// Gathered shape: full groups of kVec vectors, then single vectors, then a
-// zero-padded last vector whose spare lanes are computed and dropped.
+// Gathered shape: full groups of kVec vectors, then the rest as one
+// zero-padded group whose spare lanes are computed and dropped. The rounds are
+// latency-bound, so a padded group costs about what one vector would (about
+// four scalar draws): fewer than kFewScalar left are drawn one by one.
+constexpr int64_t kFewScalar = 4;
+
 __attribute__((target("avx512f"))) inline void philox_gather_avx512(
     uint64_t seed, uint64_t offset, uint32_t sub_stream, const uint64_t* el, int64_t n,
     uint64_t* lo, uint64_t* hi) {
-  constexpr int kVec = 4;
+  constexpr int kVec = 4, kGroup = 8 * kVec;
   const uint64_t block = (offset >> 2) + sub_stream;
   int64_t j = 0;
-  for (; j + 8 * kVec <= n; j += 8 * kVec) {
+  for (; j + kGroup <= n; j += kGroup) {
     __m512i e[kVec];
     for (int v = 0; v < kVec; ++v) e[v] = _mm512_loadu_si512(el + j + 8 * v);
     philox_lanes_avx512<kVec>(e, block, seed, lo + j, hi + j);
   }
-  for (; j + 8 <= n; j += 8) {
-    const __m512i e = _mm512_loadu_si512(el + j);
-    philox_lanes_avx512<1>(&e, block, seed, lo + j, hi + j);
-  }
-  if (j < n) {
-    const __mmask8 m = static_cast<__mmask8>((1u << (n - j)) - 1u);
-    const __m512i e = _mm512_maskz_loadu_epi64(m, el + j);
-    alignas(64) uint64_t tlo[8], thi[8];
-    philox_lanes_avx512<1>(&e, block, seed, tlo, thi);
-    std::memcpy(lo + j, tlo, sizeof(uint64_t) * (n - j));
-    std::memcpy(hi + j, thi, sizeof(uint64_t) * (n - j));
-  }
+  if (n - j < kFewScalar)
+    return philox_gather_scalar(seed, offset, sub_stream, el + j, n - j, lo + j, hi + j);
+  alignas(64) uint64_t tel[kGroup] = {}, tlo[kGroup], thi[kGroup];
+  std::memcpy(tel, el + j, sizeof(uint64_t) * (n - j));
+  __m512i e[kVec];
+  for (int v = 0; v < kVec; ++v) e[v] = _mm512_load_si512(tel + 8 * v);
+  philox_lanes_avx512<kVec>(e, block, seed, tlo, thi);
+  std::memcpy(lo + j, tlo, sizeof(uint64_t) * (n - j));
+  std::memcpy(hi + j, thi, sizeof(uint64_t) * (n - j));
 }
 
 __attribute__((target("avx2"))) inline void philox_gather_avx2(
     uint64_t seed, uint64_t offset, uint32_t sub_stream, const uint64_t* el, int64_t n,
     uint64_t* lo, uint64_t* hi) {
-  constexpr int kVec = 2;
+  constexpr int kVec = 2, kGroup = 4 * kVec;
   const uint64_t block = (offset >> 2) + sub_stream;
   int64_t j = 0;
-  for (; j + 4 * kVec <= n; j += 4 * kVec) {
+  for (; j + kGroup <= n; j += kGroup) {
     __m256i e[kVec];
     for (int v = 0; v < kVec; ++v)
       e[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(el + j + 4 * v));
     philox_lanes_avx2<kVec>(e, block, seed, lo + j, hi + j);
   }
-  for (; j + 4 <= n; j += 4) {
-    const __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(el + j));
-    philox_lanes_avx2<1>(&e, block, seed, lo + j, hi + j);
-  }
-  if (j < n) {
-    alignas(32) uint64_t tel[4] = {0, 0, 0, 0}, tlo[4], thi[4];
-    std::memcpy(tel, el + j, sizeof(uint64_t) * (n - j));
-    const __m256i e = _mm256_load_si256(reinterpret_cast<const __m256i*>(tel));
-    philox_lanes_avx2<1>(&e, block, seed, tlo, thi);
-    std::memcpy(lo + j, tlo, sizeof(uint64_t) * (n - j));
-    std::memcpy(hi + j, thi, sizeof(uint64_t) * (n - j));
-  }
+  if (n - j < kFewScalar)
+    return philox_gather_scalar(seed, offset, sub_stream, el + j, n - j, lo + j, hi + j);
+  alignas(32) uint64_t tel[kGroup] = {}, tlo[kGroup], thi[kGroup];
+  std::memcpy(tel, el + j, sizeof(uint64_t) * (n - j));
+  __m256i e[kVec];
+  for (int v = 0; v < kVec; ++v)
+    e[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tel + 4 * v));
+  philox_lanes_avx2<kVec>(e, block, seed, tlo, thi);
+  std::memcpy(lo + j, tlo, sizeof(uint64_t) * (n - j));
+  std::memcpy(hi + j, thi, sizeof(uint64_t) * (n - j));
 }
 #endif  // DMMD_PHILOX_X86
 
