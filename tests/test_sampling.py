@@ -2,6 +2,8 @@
 that do not use the reference, edge cases, errors, registration, parity."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from scipy import stats
 
 import dmmd_ext  # noqa: F401
 from dmmd_ext import ops, reference
-from conftest import requires_cuda
+from conftest import NEUTRAL_CWD, child_env, requires_cuda
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 INF, NAN = float("inf"), float("nan")
@@ -236,6 +238,39 @@ def test_generator_reproducible_and_advances():
     a = ops.sample_categorical(l, generator=g1)
     assert torch.equal(a, ops.sample_categorical(l, generator=g2))
     assert not torch.equal(a, ops.sample_categorical(l, generator=g1))
+
+
+ISA_CASES = [(2, 1.0, 0, 1.0), (37, 1.0, 0, 1.0), (300, 0.8, 0, 1.0), (2053, 1.0, 0, 1.0),
+             (300, 1.0, 9, 1.0), (2053, 1.2, 0, 0.9)]  # V, temperature, top_k, top_p
+
+
+def isa_samples(path=None):
+    """Samples for ISA_CASES (Gumbel pairs batched in many lengths), checked
+    against the reference; saved to path when given (for the parent process)."""
+    outs = []
+    for V, T, k, p in ISA_CASES:
+        l = _logits(64, V, torch.float32, seed=V, scale=1.0)
+        got = ops.sample_categorical(l, T, k, p, seed=5, offset=8)
+        want, margin = reference.sample_categorical(l, T, k, p, seed=5, offset=8,
+                                                    return_margin=True)
+        _agree(got, want, margin)
+        outs.append(got)
+    if path is not None:
+        torch.save(outs, path)
+    return outs
+
+
+@pytest.mark.parametrize("isa", ["avx2", "scalar"])
+def test_narrower_simd_paths_match_widest_bitwise(isa, tmp_path):
+    # DMMD_EXT_CPU_ISA caps the Philox path (cpu/philox_simd.h) once per
+    # process, so the narrower ones run in a child; every draw must be equal.
+    path = tmp_path / f"{isa}.pt"
+    code = f"import test_sampling as t; t.isa_samples({str(path)!r})"
+    r = subprocess.run([sys.executable, "-c", code], cwd=NEUTRAL_CWD, capture_output=True,
+                       text=True, timeout=300, env=child_env(DMMD_EXT_CPU_ISA=isa))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for got, want in zip(torch.load(path), isa_samples()):
+        assert torch.equal(got, want)
 
 
 # ---- errors -----------------------------------------------------------------------------

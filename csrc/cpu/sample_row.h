@@ -1,11 +1,12 @@
 // The CPU row sampler, shared by sample_categorical (cpu/sample.cpp) and
 // posterior_step (cpu/posterior.cpp): one implementation, one set of
 // semantics (include/dmmd/sample.h states them). The loops that vectorize
-// and the batched Philox live in cpu/sample_simd.cpp.
+// and the batched Philox call live in cpu/sample_simd.cpp (cpu/philox_simd.h
+// holds the SIMD Philox itself).
 //
 // Without top-k/top-p (sample_row_plain): one pass over the row in chunks of
 // 64 classes: scaled logits (vectorized), a may-win gate for the chunk, the
-// Philox words of its 32 pairs in one batch (8 elements per AVX2 register),
+// Philox words of its 32 pairs in one batch (cpu/philox_simd.h, gathered),
 // then offer_bits only for the classes whose leading-zero noise bound can
 // still beat the best (a table lookup; usually a handful per row).
 //
