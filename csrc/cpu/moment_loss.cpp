@@ -16,7 +16,7 @@
 // elements are converted to float in a stack buffer, their maxima raise the
 // online-softmax state once per chunk, then a lane loop the compiler
 // vectorizes accumulates with fixed shifts. x86-64 builds clone the hot loops
-// for AVX2/FMA (target_clones) and pick at load time.
+// for AVX-512 and AVX2/FMA (target_clones) and pick at load time.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -30,7 +30,7 @@
 #include "dmmd/moment_loss_host.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DMMD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define DMMD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define DMMD_CPU_CLONES
 #endif
