@@ -114,14 +114,37 @@ class RssPeak:
         self.extra = self.peak - self.base
 
 
-def pin_malloc_threshold() -> None:
-    """glibc raises its mmap threshold after large frees, after which freed blocks stay
-    resident and RSS stops tracking live memory; a fixed 128 KiB threshold returns
-    every large block to the OS when it is freed."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _libc():
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def malloc_timing_mode() -> None:
+    """Times with glibc's warmed-up default: its dynamic mmap threshold rises to the
+    largest freed block, at most 32 MiB on 64-bit (trim threshold twice that). Fixing it
+    there makes the first calls behave like the later ones: blocks up to 32 MiB are
+    reused from the heap, larger ones are mapped (and page-faulted) on every call, as
+    in a long-running CPU training process."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+
+
+def malloc_peak_mode() -> None:
+    """For peak-RSS measurement: a 128 KiB mmap threshold returns every large block to
+    the OS when it is freed (RSS tracks live memory), and malloc_trim releases what
+    the heap kept from earlier calls (else a call could reuse it unseen)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 << 10)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 << 10)
+        libc.malloc_trim(0)
 
 
 def peak_extra_bytes(fn, device: str) -> int:
@@ -133,8 +156,12 @@ def peak_extra_bytes(fn, device: str) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    with RssPeak() as m:
-        fn()
+    malloc_peak_mode()
+    try:
+        with RssPeak() as m:
+            fn()
+    finally:
+        malloc_timing_mode()
     return m.extra
 
 

@@ -167,7 +167,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    C.pin_malloc_threshold()
+    C.malloc_timing_mode()
     preset = args.preset or ("full" if args.device.startswith("cuda") else "cpu")
     r = run(args.device, preset, args.warmup, args.repeats)
     print(markdown(r))

@@ -370,7 +370,7 @@ def main(argv=None):
     warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     repeats = args.repeats if args.repeats is not None else (10 if cuda else 5)
     torch._dynamo.config.cache_size_limit = 64
-    C.pin_malloc_threshold()
+    C.malloc_timing_mode()
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"suite_{'cuda' if cuda else 'cpu'}")
     copy_bw = C.copy_bandwidth(args.device)
