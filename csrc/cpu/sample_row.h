@@ -168,33 +168,8 @@ inline int64_t select_block(int64_t V, int64_t k) {
 }
 
 // The k-th largest of a[0, n) (1 <= k <= n); destroys a[]. Radix select
-// over the range [min, max] of what is left, 8 bits per pass: each pass keeps
-// the one bucket holding the k-th largest, so at most 4 passes, usually 1-2.
-inline uint32_t kth_largest(uint32_t* a, int64_t n, int64_t k) {
-  for (;;) {
-    uint32_t mn = 0xffffffffu, mx = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      mn = a[i] < mn ? a[i] : mn;
-      mx = a[i] > mx ? a[i] : mx;
-    }
-    if (mn == mx) return mx;
-    int shift = 32 - __builtin_clz(mx - mn) - 8;
-    shift = shift < 0 ? 0 : shift;
-    uint32_t count[256] = {0};
-    for (int64_t i = 0; i < n; ++i) ++count[(a[i] - mn) >> shift];
-    int b = static_cast<int>((mx - mn) >> shift);  // the top non-empty bucket
-    for (; b > 0; --b) {
-      if (static_cast<int64_t>(count[b]) >= k) break;
-      k -= count[b];
-    }
-    int64_t j = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      a[j] = a[i];
-      j += static_cast<int>((a[i] - mn) >> shift) == b;
-    }
-    n = j;
-  }
-}
+// (cpu/sample_simd.cpp).
+uint32_t kth_largest(uint32_t* a, int64_t n, int64_t k);
 
 // The k-th largest of vkey[0, V) (1 <= k <= number of blocks); uses s.key.
 inline uint32_t topk_threshold(RowScratch& s, int64_t V, int64_t B, int64_t k) {

@@ -50,6 +50,43 @@ DMMD_CPU_CLONES void block_max(const uint32_t* key, int64_t V, int64_t B, uint32
   }
 }
 
+// Radix select over the range [min, max] of what is left, 8 bits per pass:
+// each pass keeps the one bucket holding the k-th largest, so at most 4
+// passes, usually 1-2. Two interleaved histograms halve the store-to-load
+// chains when neighbours share a bucket (most do in the first pass of a
+// logit row).
+DMMD_CPU_CLONES uint32_t kth_largest(uint32_t* a, int64_t n, int64_t k) {
+  for (;;) {
+    uint32_t mn = 0xffffffffu, mx = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      mn = a[i] < mn ? a[i] : mn;
+      mx = a[i] > mx ? a[i] : mx;
+    }
+    if (mn == mx) return mx;
+    int shift = 32 - __builtin_clz(mx - mn) - 8;
+    shift = shift < 0 ? 0 : shift;
+    uint32_t count[2][256] = {};
+    int64_t i = 0;
+    for (; i + 1 < n; i += 2) {
+      ++count[0][(a[i] - mn) >> shift];
+      ++count[1][(a[i + 1] - mn) >> shift];
+    }
+    if (i < n) ++count[0][(a[i] - mn) >> shift];
+    uint32_t b = (mx - mn) >> shift;  // the top non-empty bucket
+    for (; b > 0; --b) {
+      const int64_t c = int64_t{count[0][b]} + count[1][b];
+      if (c >= k) break;
+      k -= c;
+    }
+    int64_t j = 0;
+    for (i = 0; i < n; ++i) {
+      a[j] = a[i];
+      j += ((a[i] - mn) >> shift) == b;
+    }
+    n = j;
+  }
+}
+
 void gumbel_words_batch(const SampleParams& p, const uint64_t* el, int64_t n, uint64_t* lo,
                         uint64_t* hi) {
   cpu::philox_gather_fn()(p.seed, p.offset, kStreamGumbel, el, n, lo, hi);
