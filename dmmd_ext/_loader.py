@@ -47,4 +47,6 @@ def load() -> dict:
         "cxx_compiler": info.CXX_COMPILER,
         "cuda_compiler": info.CUDA_COMPILER or None,
         "build_type": info.BUILD_TYPE,
+        # at::parallel_for runs the CPU kernels on torch's threads only when built with OpenMP
+        "openmp": bool(getattr(info, "OPENMP", False)),
     }

@@ -16,6 +16,7 @@ p10-p90 spread), and the peak memory of a step above the models and their
 gradients (CUDA: the allocator's peak; CPU: peak RSS).
 
     PYTHONPATH=. python python/bench_step.py --device cpu          # small CPU size
+    PYTHONPATH=. python python/bench_step.py --device cpu --length 1024   # longer rows
     python python/bench_step.py --device cuda                      # GPT-2-small body, V = 50257
 """
 
@@ -105,8 +106,10 @@ def _eager_posterior(z_t, logits, a_t, a_s):
     return torch.where(masked & reveal, x, z_t), torch.where(masked, x, z_t)
 
 
-def run(device: str, preset: str, warmup: int = 2, repeats: int = 5) -> dict:
-    size = SIZES[preset]
+def run(device: str, preset: str, warmup: int = 2, repeats: int = 5, batch: int | None = None,
+        length: int | None = None) -> dict:
+    size = dict(SIZES[preset])
+    size.update({k: v for k, v in (("batch", batch), ("length", length)) if v is not None})
     cuda = device.startswith("cuda")
     nets = make_models(size, device)
     for m in nets[1:]:  # allocate the gradients once: they are not the step's extra memory
@@ -165,11 +168,13 @@ def main(argv=None):
     ap.add_argument("--preset", choices=sorted(SIZES), default=None)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=None, help="override the preset's batch")
+    ap.add_argument("--length", type=int, default=None, help="override the preset's length")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     C.malloc_timing_mode()
     preset = args.preset or ("full" if args.device.startswith("cuda") else "cpu")
-    r = run(args.device, preset, args.warmup, args.repeats)
+    r = run(args.device, preset, args.warmup, args.repeats, args.batch, args.length)
     print(markdown(r))
     if args.json:
         with open(args.json, "w") as f:
