@@ -8,12 +8,19 @@
 
 namespace dmmd {
 
+// Whether a token is corrupted (probability 1 - a_t) given lo64 of its
+// Philox words and 1 - a_t. The CPU kernel draws the words of many tokens at
+// once (cpu/philox_simd.h) and applies this branch-free over a block for the
+// masked process.
+DMMD_HD bool corrupt_moves(uint64_t lo, double one_minus_alpha) {
+  return uniform_from_bits(lo) < one_minus_alpha;
+}
+
 // The decision for one token given its Philox words (lo64 decides, hi64 picks
-// the replacement). The CPU kernel draws the words for many tokens at once
-// (cpu/philox_simd.h) and then calls this.
+// the replacement).
 DMMD_HD int64_t corrupt_from_bits(int64_t x0, double alpha, int64_t process, int64_t mask_id,
                                   int64_t vocab_size, uint64_t lo, uint64_t hi) {
-  if (!(uniform_from_bits(lo) < 1.0 - alpha)) return x0;
+  if (!corrupt_moves(lo, 1.0 - alpha)) return x0;
   if (process == kMasked) return mask_id;
   return uniform_int_from_bits(hi, static_cast<uint64_t>(vocab_size));
 }
