@@ -144,7 +144,8 @@ def malloc_peak_mode() -> None:
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(_M_MMAP_THRESHOLD, 128 << 10)
         libc.mallopt(_M_TRIM_THRESHOLD, 128 << 10)
-        libc.malloc_trim(0)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
 
 
 def peak_extra_bytes(fn, device: str) -> int:

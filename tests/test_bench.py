@@ -107,3 +107,17 @@ def test_timing_and_rotation_helpers():
     assert len(t.samples) == 5 and t.p10_s <= t.median_s <= t.p90_s
     assert C.rotation_count(10**9, "cpu") == 1
     assert C.fmt_bytes(3 * 2**20) == "3.0 MiB"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS via /proc (Linux)")
+def test_cpu_peak_memory_sees_allocations_after_timing_mode():
+    # After timing-mode calls of the same size (glibc may keep such blocks), the peak
+    # measurement sees a call's 16 MiB allocation, and next to nothing for a call that
+    # allocates nothing.
+    C.malloc_timing_mode()
+    for _ in range(3):
+        x = torch.ones(4 << 20)  # 16 MiB, freed at once
+        del x
+    peak = C.peak_extra_bytes(lambda: torch.ones(4 << 20).sum(), "cpu")
+    assert peak >= 15 << 20, peak
+    assert C.peak_extra_bytes(lambda: None, "cpu") < 4 << 20
