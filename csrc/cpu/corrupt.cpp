@@ -81,6 +81,22 @@ DMMD_CPU_CLONES void decide_masked(const index_t* x, const uint64_t* lo, const d
   }
 }
 
+// Uniform-process decisions: every replacement is drawn (a 64x64 -> 128-bit
+// multiply) and selected without a branch (scalar: the vectorizer's emulation
+// of the wide multiply is slower).
+template <typename index_t>
+__attribute__((optimize("no-tree-vectorize"))) void decide_uniform(
+    const index_t* x, const uint64_t* lo, const uint64_t* hi, const double* thr,
+    const bool* keep, int n, uint64_t K, index_t* out) {
+  for (int l = 0; l < n; ++l) {
+    const bool move = corrupt_moves(lo[l], thr[l]) & !(keep && keep[l]);
+    const index_t z = static_cast<index_t>(uniform_int_from_bits(hi[l], K));
+    // a mask select: GCC turns `move ? z : x` back into a branch here
+    const index_t m = -static_cast<index_t>(move);
+    out[l] = x[l] ^ ((x[l] ^ z) & m);
+  }
+}
+
 template <typename index_t>
 void corrupt_range(const CorruptJob& j, const index_t* xp, index_t* op, int64_t b, int64_t e) {
   const cpu::PhiloxBlockFn draw = cpu::philox_block_fn();
@@ -96,14 +112,9 @@ void corrupt_range(const CorruptJob& j, const index_t* xp, index_t* op, int64_t 
                     static_cast<index_t>(j.mask_id), op + s);
       continue;
     }
-    // uniform: computing every replacement (a 128-bit multiply) to drop the
-    // branch measured slower than the branch
-    for (int l = 0; l < n; ++l) {
-      const int64_t i = s + l;
-      const int64_t z =
-          corrupt_from_bits(xp[i], rate.next(), j.process, j.mask_id, j.vocab_size, lo[l], hi[l]);
-      op[i] = static_cast<index_t>(j.keep && j.keep[i] ? xp[i] : z);
-    }
+    for (int l = 0; l < n; ++l) thr[l] = 1.0 - rate.next();
+    decide_uniform(xp + s, lo, hi, thr, j.keep ? j.keep + s : nullptr, n,
+                   static_cast<uint64_t>(j.vocab_size), op + s);
   }
 }
 
