@@ -6,11 +6,11 @@
 // Parallel over flat token ranges. Each range is walked in blocks of
 // kPhiloxBlock consecutive tokens: the Philox words of a whole block come from
 // one SIMD call (cpu/philox_simd.h: AVX-512 or AVX2 picked at run time, scalar
-// elsewhere), then a loop makes the per-token decision exactly as
-// corrupt_token does (masked process: corrupt_moves branch-free, cloned for
-// AVX2/AVX-512; uniform: corrupt_from_bits per token). The Philox element is still the flat token index, so
-// neither the thread count nor the instruction set changes a result, and CPU
-// and CUDA agree bitwise for an explicit (seed, offset).
+// elsewhere), then a branch-free loop makes the per-token decisions exactly as
+// corrupt_token does (corrupt_moves, uniform_int_from_bits). The Philox
+// element is still the flat token index, so neither the thread count nor the
+// instruction set changes a result, and CPU and CUDA agree bitwise for an
+// explicit (seed, offset).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
