@@ -19,6 +19,7 @@
 #include <algorithm>
 
 #include "dmmd/corrupt.h"
+#include "clones.h"
 #include "dmmd/corrupt_host.h"
 #include "philox_simd.h"
 #include "rng_cpu.h"
@@ -61,12 +62,6 @@ struct CorruptJob {
   PhiloxArgs rng;
 };
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DMMD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DMMD_CPU_CLONES
-#endif
-
 // Masked-process decisions of n tokens, branch-free so that they vectorize: a
 // token's branch on its random draw mispredicts about half the time at
 // a_t = 0.5. thr = 1 - a_t (corrupt_moves, as in corrupt_from_bits).
@@ -106,15 +101,12 @@ void corrupt_range(const CorruptJob& j, const index_t* xp, index_t* op, int64_t 
   for (int64_t s = b; s < e; s += cpu::kPhiloxBlock) {
     const int n = static_cast<int>(std::min<int64_t>(cpu::kPhiloxBlock, e - s));
     draw(j.rng.seed, j.rng.offset, kStreamCorruptDecision, static_cast<uint64_t>(s), lo, hi);
-    if (j.process == kMasked) {
-      for (int l = 0; l < n; ++l) thr[l] = 1.0 - rate.next();
-      decide_masked(xp + s, lo, thr, j.keep ? j.keep + s : nullptr, n,
-                    static_cast<index_t>(j.mask_id), op + s);
-      continue;
-    }
     for (int l = 0; l < n; ++l) thr[l] = 1.0 - rate.next();
-    decide_uniform(xp + s, lo, hi, thr, j.keep ? j.keep + s : nullptr, n,
-                   static_cast<uint64_t>(j.vocab_size), op + s);
+    const bool* keep = j.keep ? j.keep + s : nullptr;
+    if (j.process == kMasked)
+      decide_masked(xp + s, lo, thr, keep, n, static_cast<index_t>(j.mask_id), op + s);
+    else
+      decide_uniform(xp + s, lo, hi, thr, keep, n, static_cast<uint64_t>(j.vocab_size), op + s);
   }
 }
 

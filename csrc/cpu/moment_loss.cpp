@@ -26,14 +26,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "clones.h"
 #include "dmmd/moment_loss.h"
 #include "dmmd/moment_loss_host.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DMMD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DMMD_CPU_CLONES
-#endif
 
 namespace dmmd {
 namespace {

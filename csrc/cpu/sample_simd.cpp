@@ -10,14 +10,9 @@
 // into caller-owned scratch. x86-64 GCC builds clone the key loops for AVX2
 // (target_clones) at run time; integer ops and the one IEEE division are
 // exact, so every variant writes the same bits as the scalar code (philox.h).
+#include "clones.h"
 #include "philox_simd.h"
 #include "sample_row.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DMMD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define DMMD_CPU_CLONES
-#endif
 
 namespace dmmd {
 
@@ -28,20 +23,20 @@ static KeyStats keys_contig(const T* row, int64_t V, float t, uint32_t* key) {
                             : row_keys_loop<true>(load, V, t, key);
 }
 
-DMMD_CPU_CLONES KeyStats row_keys_f32(const float* row, int64_t V, float t, uint32_t* key) {
+DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f32(const float* row, int64_t V, float t, uint32_t* key) {
   return keys_contig(row, V, t, key);
 }
 
-DMMD_CPU_CLONES KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float t,
+DMMD_CPU_CLONES_AVX2 KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float t,
                                        uint32_t* key) {
   return keys_contig(row, V, t, key);
 }
 
-DMMD_CPU_CLONES KeyStats row_keys_f16(const c10::Half* row, int64_t V, float t, uint32_t* key) {
+DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f16(const c10::Half* row, int64_t V, float t, uint32_t* key) {
   return keys_contig(row, V, t, key);
 }
 
-DMMD_CPU_CLONES void block_max(const uint32_t* key, int64_t V, int64_t B, uint32_t* bmax) {
+DMMD_CPU_CLONES_AVX2 void block_max(const uint32_t* key, int64_t V, int64_t B, uint32_t* bmax) {
   for (int64_t b0 = 0, i = 0; b0 < V; b0 += B, ++i) {
     const int64_t e = std::min(V, b0 + B);
     uint32_t m = 0;
@@ -55,7 +50,7 @@ DMMD_CPU_CLONES void block_max(const uint32_t* key, int64_t V, int64_t B, uint32
 // passes, usually 1-2. Two interleaved histograms halve the store-to-load
 // chains when neighbours share a bucket (most do in the first pass of a
 // logit row).
-DMMD_CPU_CLONES uint32_t kth_largest(uint32_t* a, int64_t n, int64_t k) {
+DMMD_CPU_CLONES_AVX2 uint32_t kth_largest(uint32_t* a, int64_t n, int64_t k) {
   for (;;) {
     uint32_t mn = 0xffffffffu, mx = 0;
     for (int64_t i = 0; i < n; ++i) {
