@@ -3,12 +3,7 @@
 # no noise input / hard top-p mask / soft aux targets / no top-p / ELBO loss weight, each
 # evaluated with 2048 samples. Finished parts (results.json, eval.json) are not redone.
 # Usage: bash scripts/evidence/ablations.sh SEED...   e.g. 0 1 2
-set -euo pipefail
-cd "$(dirname "$0")/../.."  # the repository root; outputs under runs/
-export OMP_NUM_THREADS=1
-PY=${PYTHON:-python}
-D="$PY -m dmmd_ext.cli"
-E="$PY python/eval_hmm_sampler.py"
+source "$(dirname "$0")/env.sh"
 for S in "$@"; do
   R=runs/abl_s$S
   mkdir -p $R

@@ -2,13 +2,9 @@
 # Text evidence (docs/results.md, "Text"): teacher, AR reference, k=8 and k=4 students with
 # teacher top-p 0.9, a k=8 student without top-p, and `dmmd eval` of all of them.
 # Usage: bash scripts/evidence/text.sh SEED   (PYTHON=.venv/bin/python to pick the interpreter)
-set -euo pipefail
-cd "$(dirname "$0")/../.."  # the repository root; outputs under runs/
+source "$(dirname "$0")/env.sh"
 S=${1:-0}
 R=runs/text_s$S
-export OMP_NUM_THREADS=1
-PY=${PYTHON:-python}
-D="$PY -m dmmd_ext.cli"
 $D train-teacher --run-dir $R/teacher --data text --seq-len 128 --steps 800 --batch-size 32 \
   --lr 2e-3 --warmup 60 --ema 0.99 --eval-every 200 --save-every 200 --seed $S --device cpu --no-progress
 [ -f $R/reference.safetensors ] || $D train-reference --data text --seq-len 128 --steps 800 \

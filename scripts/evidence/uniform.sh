@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # Uniform-process evidence for issue 5: a longer-trained tiny uniform teacher, k=8 student.
 # Usage: bash scripts/evidence/uniform.sh SEED
-set -euo pipefail
-cd "$(dirname "$0")/../.."  # the repository root; outputs under runs/
-export OMP_NUM_THREADS=1
-PY=${PYTHON:-python}
-D="$PY -m dmmd_ext.cli"
-E="$PY python/eval_hmm_sampler.py"
+source "$(dirname "$0")/env.sh"
 S=${1:-0}
 R=runs/uni_s$S
 $D train-teacher --run-dir $R/teacher --data hmm --hmm-preset cycle --n-train 20000 --data-seed $S \
