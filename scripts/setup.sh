@@ -40,7 +40,13 @@ rm -f dmmd_ext/_C*.so dmmd_ext/_build_info.py
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0;9.0}
 if ! "$PY" -m pip install --disable-pip-version-check --no-build-isolation -v ".[test,plot,digits]" \
     >build/pip-build.log 2>&1; then
-  tail -n 60 build/pip-build.log
+  # ninja interleaves the ptxas chatter of parallel jobs with the failure, so a
+  # plain tail can miss it: print the failing commands' error lines first.
+  echo "[setup] error lines of build/pip-build.log:" >&2
+  grep -n -E "FAILED:|error|Error|No space left|Killed|fatal" build/pip-build.log | grep -v "ptxas info" | head -n 40 >&2 || true
+  echo "[setup] free disk where the build ran:" >&2
+  df -h . >&2 || true
+  tail -n 30 build/pip-build.log
   echo "[setup] build failed; full log in build/pip-build.log" >&2
   exit 1
 fi
