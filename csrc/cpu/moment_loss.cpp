@@ -157,27 +157,26 @@ DMMD_CPU_CLONES void gen_chunk_grad(const acc_t* s, const acc_t* a, const acc_t*
     g[j] = gen_grad(s[j], a[j], t[j], gw, st, FastExp{});
 }
 
-// (sA, sT, uT) of one chunk.
-template <typename acc_t>
-DMMD_CPU_CLONES void aux_chunk(const acc_t* a, const acc_t* t, int64_t n, acc_t hA, acc_t hT,
-                               acc_t out[3]) {
-  acc_t sA[kLanes] = {}, sT[kLanes] = {}, uT[kLanes] = {};
+// (sA, sT, uT) of one chunk; with soft targets also (sS, uS), from
+// eS = exp(S - hS) the caller computed into `es` (chunk_exp). With the exp
+// inlined here GCC left the loop scalar (8x slower): its if-conversion gave up
+// on the CFG that jump threading made of fast_exp's selects and uS's select.
+struct Identity {
+  template <typename T>
+  T operator()(T x) const { return x; }
+};
+template <typename acc_t, bool kSoft>
+DMMD_CPU_CLONES void aux_chunk(const acc_t* a, const acc_t* t, const acc_t* es, int64_t n,
+                               acc_t hA, acc_t hT, acc_t out[5]) {
+  acc_t sA[kLanes] = {}, sT[kLanes] = {}, uT[kLanes] = {}, sS[kLanes] = {}, uS[kLanes] = {};
   for (int64_t j = 0; j < n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l)
+    for (int l = 0; l < kLanes; ++l) {
       aux_add(sA[l], sT[l], uT[l], a[j + l], t[j + l], hA, hT, FastExp{});
-  for (int k = 0; k < 3; ++k) out[k] = 0;
-  for (int l = 0; l < kLanes; ++l) out[0] += sA[l], out[1] += sT[l], out[2] += uT[l];
-}
-
-// (sS, uS) of one chunk (soft targets).
-template <typename acc_t>
-DMMD_CPU_CLONES void aux_chunk_soft(const acc_t* s, const acc_t* a, int64_t n, acc_t hS, acc_t hA,
-                                    acc_t out[2]) {
-  acc_t sS[kLanes] = {}, uS[kLanes] = {};
-  for (int64_t j = 0; j < n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) aux_add_soft(sS[l], uS[l], s[j + l], a[j + l], hS, hA, FastExp{});
-  out[0] = out[1] = 0;
-  for (int l = 0; l < kLanes; ++l) out[0] += sS[l], out[1] += uS[l];
+      if (kSoft) aux_add_soft(sS[l], uS[l], es[j + l], a[j + l], acc_t(0), hA, Identity{});
+    }
+  for (int k = 0; k < 5; ++k) out[k] = 0;
+  for (int l = 0; l < kLanes; ++l)
+    out[0] += sA[l], out[1] += sT[l], out[2] += uT[l], out[3] += sS[l], out[4] += uS[l];
 }
 
 template <typename acc_t>
@@ -425,13 +424,15 @@ void aux_forward_rows(const at::Tensor& A, const at::Tensor& T, const Targets& y
           ms = chunk_max(bs, np);
         }
         acc.rescale(chunk_max(ba, np), chunk_max(bt, np), ms);
-        acc_t sums[3];
-        aux_chunk(ba, bt, np, acc.hA(), acc.hT(), sums);
-        acc.sA += sums[0], acc.sT += sums[1], acc.uT += sums[2];
+        acc_t sums[5];
         if (y.soft) {
-          aux_chunk_soft(bs, ba, np, acc.hS(), acc.hA(), sums);
-          acc.sS += sums[0], acc.uS += sums[1];
+          chunk_exp(bs, np, acc_t(1), acc.hS());  // x * 1 - h == x - h exactly
+          aux_chunk<acc_t, true>(ba, bt, bs, np, acc.hA(), acc.hT(), sums);
+        } else {
+          aux_chunk<acc_t, false>(ba, bt, nullptr, np, acc.hA(), acc.hT(), sums);
         }
+        acc.sA += sums[0], acc.sT += sums[1], acc.uT += sums[2];
+        acc.sS += sums[3], acc.uS += sums[4];
       }
       // an id outside [0, V) (only possible with validate=False) gives NaN
       const bool id_ok = y.soft || (ip[r] >= 0 && ip[r] < V);
