@@ -88,6 +88,7 @@ def test_cpu_lane_loops_vectorized():
     if objdump is None:
         pytest.skip("objdump (binutils) not found")
     clones = _v4_clones(importlib.util.find_spec("dmmd_ext._C").origin, objdump)
+    assert clones, "no named x86-64-v4 clones in dmmd_ext._C: was it stripped? (pyproject.toml: install.strip)"
     for loop in _LANE_LOOPS:
         bodies = [b for n, b in clones.items() if f"::{loop}(" in n]
         assert bodies, f"no x86-64-v4 clone of {loop} in dmmd_ext._C"
