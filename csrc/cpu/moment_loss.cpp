@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "clones.h"
 #include "dmmd/moment_loss.h"
@@ -192,8 +193,32 @@ DMMD_CPU_CLONES void aux_chunk_grad(const acc_t* a, const acc_t* t, const acc_t*
 }
 
 // ---- nucleus threshold of softmax(T / tau) at level top_p (in T's units)
+// One radix pass's histogram: mass, count and key range per digit.
+template <typename acc_t>
+struct RadixHist {
+  using U = key_t<acc_t>;
+  acc_t mass[kRadixBuckets] = {};
+  int64_t count[kRadixBuckets] = {};
+  U lo[kRadixBuckets], hi[kRadixBuckets];
+  RadixHist() {
+    for (int d = 0; d < kRadixBuckets; ++d) lo[d] = ~U(0), hi[d] = 0;
+  }
+  void add(const U* keys, const acc_t* e, int64_t m, int pass) {
+    for (int64_t i = 0; i < m; ++i) {
+      const U k = keys[i];
+      const int d = radix_digit<acc_t>(k, pass);
+      mass[d] += e[i];
+      ++count[d];
+      lo[d] = std::min(lo[d], k);
+      hi[d] = std::max(hi[d], k);
+    }
+  }
+};
+
+// keys: scratch room for V keys.
 template <typename scalar_t, typename acc_t>
-acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, acc_t top_p) {
+acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, acc_t top_p,
+                        key_t<acc_t>* keys) {
   alignas(64) acc_t buf[kChunk];
   // pass 0: online max and sum of exp(T / tau)
   acc_t m = neg_inf<acc_t>(), z = 0;
@@ -206,52 +231,58 @@ acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, acc_t top_p
   }
   if (m == neg_inf<acc_t>() || !(z > 0) || !std::isfinite(z)) return neg_inf<acc_t>();
   const acc_t h = shift_of(m), target = top_p * z;
-  // radix passes over the key of T, masses exp(T / tau - h)
+  // Radix passes over the keys of T, masses exp(T / tau - h). The first keeps
+  // every key in `keys` (V of them, the caller's per-thread scratch); each later
+  // one reads only the keys left under the chosen prefix and compacts them in
+  // place (order kept, so every sum is the one a pass over T would make).
+  // Re-reading and re-filtering all of T in every pass cost twice as much.
   using U = key_t<acc_t>;
   U prefix = 0;
   acc_t above = 0;
+  int64_t live = V;
+  alignas(64) acc_t e[kChunk];
   for (int pass = 0; pass < radix_passes<acc_t>(); ++pass) {
-    acc_t mass[kRadixBuckets] = {};
-    int64_t count[kRadixBuckets] = {};
-    U lo[kRadixBuckets], hi[kRadixBuckets];
-    for (int d = 0; d < kRadixBuckets; ++d) lo[d] = ~U(0), hi[d] = 0;
+    RadixHist<acc_t> hist;
     const U pmask = radix_prefix_mask<acc_t>(pass);
-    for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
-      const int64_t n = std::min(kChunk, V - c0);
-      load(T + c0, n, buf);
-      // compact the elements under the prefix (after the first pass usually a
-      // small fraction), then exponentiate only those
-      alignas(64) acc_t e[kChunk];
-      U keys[kChunk];
+    int64_t kept = 0;
+    for (int64_t c0 = 0; c0 < live; c0 += kChunk) {
+      const int64_t n = std::min(kChunk, live - c0);
+      U* k = keys + kept;  // kept <= c0: the writes never pass the reads
       int64_t m = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        const U k = float_key(buf[j]);
-        if ((k & pmask) != prefix) continue;
-        keys[m] = k;
-        e[m++] = buf[j];
+      if (pass == 0) {
+        load(T + c0, n, e);
+        for (int64_t j = 0; j < n; ++j) k[j] = float_key(e[j]);
+        m = n;
+      } else {
+        // branch-free: every key is written, the cursor moves only for a match
+        // (about half the keys match in the second pass: a branch mispredicts)
+        for (int64_t j = 0; j < n; ++j) {
+          const U key = keys[c0 + j];
+          k[m] = key;
+          e[m] = from_key<acc_t>(key);  // T itself (-0.0 read as +0.0: same exp)
+          m += (key & pmask) == prefix;
+        }
       }
       chunk_exp(e, m, inv_tau, h);
-      for (int64_t i = 0; i < m; ++i) {
-        const U k = keys[i];
-        const int d = radix_digit<acc_t>(k, pass);
-        mass[d] += e[i];
-        ++count[d];
-        lo[d] = std::min(lo[d], k);
-        hi[d] = std::max(hi[d], k);
-      }
+      hist.add(k, e, m, pass);
+      kept += m;
     }
-    const int d = radix_choose(mass, count, target, above);
+    live = kept;
+    const int d = radix_choose(hist.mass, hist.count, target, above);
     // one distinct key left in the chosen bucket: it is the threshold
-    if (lo[d] == hi[d]) return from_key<acc_t>(lo[d]);
+    if (hist.lo[d] == hist.hi[d]) return from_key<acc_t>(hist.lo[d]);
     prefix |= U(d) << radix_shift<acc_t>(pass);
   }
   return from_key<acc_t>(prefix);
 }
 
 template <typename scalar_t, typename acc_t>
-acc_t threshold_for(const scalar_t* T, int64_t V, const Sharpen& sh) {
+acc_t threshold_for(const scalar_t* T, int64_t V, const Sharpen& sh,
+                    std::vector<key_t<acc_t>>& keys) {
   if (!sh.needs_nucleus()) return neg_inf<acc_t>();
-  return nucleus_threshold<scalar_t, acc_t>(T, V, acc_t(1.0 / sh.tau), acc_t(sh.top_p));
+  keys.resize(V);  // a no-op after a thread's first row
+  return nucleus_threshold<scalar_t, acc_t>(T, V, acc_t(1.0 / sh.tau), acc_t(sh.top_p),
+                                            keys.data());
 }
 
 int64_t grain_rows(int64_t V) { return std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(V, 1)); }
@@ -271,6 +302,7 @@ void gen_forward_rows(const at::Tensor& S, const at::Tensor& T, const at::Tensor
   const acc_t inv_tau = acc_t(1.0 / sh.tau), delta = acc_t(sh.delta);
   at::parallel_for(0, N, grain_rows(V), [&](int64_t r0, int64_t r1) {
     alignas(64) acc_t bs[kChunk], ba[kChunk], bt[kChunk];
+    std::vector<key_t<acc_t>> keys;  // nucleus scratch
     for (int64_t r = r0; r < r1; ++r) {
       acc_t* st = stp + r * kGenStats;
       if (wp[r] == acc_t(0)) {
@@ -279,7 +311,7 @@ void gen_forward_rows(const at::Tensor& S, const at::Tensor& T, const at::Tensor
         continue;
       }
       const scalar_t *Sr = sp + r * ss, *Tr = tp + r * ts, *Ar = ap + r * as;
-      const acc_t thr = threshold_for<scalar_t, acc_t>(Tr, V, sh);
+      const acc_t thr = threshold_for<scalar_t, acc_t>(Tr, V, sh, keys);
       GenAcc<acc_t> acc;
       for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
         const int64_t n = std::min(kChunk, V - c0), np = round_lanes(n);
@@ -404,6 +436,7 @@ void aux_forward_rows(const at::Tensor& A, const at::Tensor& T, const Targets& y
   const acc_t inv_tau = acc_t(1.0 / sh.tau), delta = acc_t(sh.delta);
   at::parallel_for(0, N, grain_rows(V), [&](int64_t r0, int64_t r1) {
     alignas(64) acc_t ba[kChunk], bt[kChunk], bs[kChunk];
+    std::vector<key_t<acc_t>> keys;  // nucleus scratch
     for (int64_t r = r0; r < r1; ++r) {
       acc_t* st = stp + r * kAuxStats;
       if (wp[r] == acc_t(0)) {
@@ -412,7 +445,7 @@ void aux_forward_rows(const at::Tensor& A, const at::Tensor& T, const Targets& y
         continue;
       }
       const scalar_t *Ar = ap + r * as, *Tr = tp + r * ts;
-      const acc_t thr = threshold_for<scalar_t, acc_t>(Tr, V, sh);
+      const acc_t thr = threshold_for<scalar_t, acc_t>(Tr, V, sh, keys);
       AuxAcc<acc_t> acc;
       for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
         const int64_t n = std::min(kChunk, V - c0), np = round_lanes(n);
