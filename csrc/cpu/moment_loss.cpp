@@ -3,8 +3,9 @@
 //
 // Memory contract, per row of [N, V] logits (rows with weight 0 read nothing
 // but their weight: loss 0, statistics 0, gradient row 0):
-//   generator forward : reads S, T, A once (T another 5 times when the nucleus
-//                       is needed: top_p < 1 and delta > 0); writes loss [N]
+//   generator forward : reads S, T, A once (T twice more when the nucleus is
+//                       needed: top_p < 1 and delta > 0, plus V uint32 keys of
+//                       per-thread scratch, reused across rows); writes loss [N]
 //                       and stats [N, 8] = (shift and log-sum of S, A, T~,
 //                       nucleus threshold, sum_j p_j d_j).
 //   generator backward: reads S, T, A and stats once, writes dS [N, V].
