@@ -1,47 +1,17 @@
-// The op schemas, defined once, and the Python module stub. Kernels register
-// their implementations next to their code: cpu/*.cpp for CPU, cuda/*.cu for
-// CUDA (left out of CPU-only builds). Python wrappers, fake kernels and
-// autograd live in dmmd_ext/ops/.
+// The op namespace (schemas: dmmd/schemas.h), the RNG test hooks and the
+// Python module stub. Kernels register their implementations next to their
+// code: cpu/*.cpp for CPU, cuda/*.cu for CUDA (left out of CPU-only builds).
+// Python wrappers, fake kernels and autograd live in dmmd_ext/ops/.
 #include <Python.h>
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "dmmd/detmath.h"
 #include "dmmd/noise.h"
+#include "dmmd/schemas.h"
 
 TORCH_LIBRARY(dmmd_ext, m) {
-  // --- corruption and posterior (csrc/cpu/corrupt.cpp, csrc/cuda/corrupt.cu)
-  m.def(
-      "corrupt(Tensor x0, Tensor alpha, int process, int mask_id, int vocab_size, "
-      "Tensor? keep=None, Generator? generator=None, int? seed=None, int offset=0, "
-      "bool validate=True) -> Tensor");
-  m.def(
-      "posterior_step(Tensor z_t, Tensor logits, Tensor alpha_t, Tensor alpha_s, int process, "
-      "int mask_id, float temperature=1.0, int top_k=0, float top_p=1.0, "
-      "Generator? generator=None, int? seed=None, int offset=0, bool validate=True) "
-      "-> (Tensor, Tensor)");
-  // --- categorical sampling (csrc/cpu/sample.cpp, csrc/cuda/sample.cu)
-  m.def(
-      "sample_categorical(Tensor logits, float temperature=1.0, int top_k=0, float top_p=1.0, "
-      "Tensor? mask=None, int exclude=-1, Generator? generator=None, int? seed=None, "
-      "int offset=0) -> Tensor");
-  // --- fused logit-moment losses (csrc/cpu/moment_loss.cpp, csrc/cuda/moment_loss.cu)
-  // [N, V] logits; loss [N] and per-row stats are float32 (float64 for float64
-  // logits); stats feed the backward ops. Python: dmmd_ext/ops/losses.py.
-  m.def(
-      "moment_generator_loss(Tensor student, Tensor teacher, Tensor aux, Tensor weight, "
-      "float tau=1.0, float top_p=1.0, float delta=2.0) -> (Tensor, Tensor)");
-  m.def(
-      "moment_generator_loss_backward(Tensor grad_loss, Tensor student, Tensor teacher, "
-      "Tensor aux, Tensor weight, Tensor stats, float tau, float delta) -> Tensor");
-  m.def(
-      "moment_auxiliary_loss(Tensor aux, Tensor teacher, Tensor? target_ids, "
-      "Tensor? target_logits, Tensor weight, float tau=1.0, float top_p=1.0, float delta=2.0, "
-      "bool validate=True) -> (Tensor, Tensor)");
-  m.def(
-      "moment_auxiliary_loss_backward(Tensor grad_loss, Tensor aux, Tensor teacher, "
-      "Tensor? target_ids, Tensor? target_logits, Tensor weight, Tensor stats, float tau, "
-      "float delta) -> Tensor");
+  dmmd::define_kernel_schemas(m);
   // --- test hooks for the RNG contract (this file, CPU only)
   m.def("philox(int seed, int offset, int sub_stream, Tensor elements) -> Tensor");
   m.def("philox_block(Tensor counters, int key) -> Tensor");

@@ -2,10 +2,9 @@
 // Philox coordinates as cpu/corrupt.cpp (bitwise-identical results).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "runtime.cuh"
 #include "dmmd/corrupt.h"
 #include "dmmd/corrupt_host.h"
 #include "dmmd/rates.h"
@@ -32,7 +31,7 @@ at::Tensor corrupt_cuda(const at::Tensor& x0, const at::Tensor& alpha, int64_t p
                         int64_t mask_id, int64_t vocab_size, const std::optional<at::Tensor>& keep,
                         std::optional<at::Generator> gen, std::optional<int64_t> seed,
                         int64_t offset, bool validate) {
-  const c10::cuda::CUDAGuard guard(x0.device());
+  const DeviceGuard guard(x0.device());
   const Rates a = check_corrupt_args(x0, alpha, process, mask_id, vocab_size, keep, validate);
   auto x = x0.contiguous();
   auto out = at::empty_like(x, at::MemoryFormat::Contiguous);
@@ -42,17 +41,17 @@ at::Tensor corrupt_cuda(const at::Tensor& x0, const at::Tensor& alpha, int64_t p
   at::Tensor kp = keep ? keep->contiguous() : at::Tensor();
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((n + threads - 1) / threads, 65535 * 8);
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = current_stream();
   AT_DISPATCH_INDEX_TYPES(x.scalar_type(), "corrupt_cuda", [&] {
-    corrupt_kernel<index_t><<<blocks, threads, 0, stream>>>(
+    DMMD_LAUNCH(blocks, threads, 0, stream, corrupt_kernel<index_t>)(
         x.data_ptr<index_t>(), out.data_ptr<index_t>(), a.values.data_ptr<double>(), a.mode,
         a.row_len, keep ? kp.data_ptr<bool>() : nullptr, n, process, mask_id, vocab_size, st);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  DMMD_LAUNCH_CHECK();
   return out;
 }
 
 }  // namespace
 }  // namespace dmmd
 
-TORCH_LIBRARY_IMPL(dmmd_ext, CUDA, m) { m.impl("corrupt", &dmmd::corrupt_cuda); }
+DMMD_CUDA_IMPL(m) { m.impl("corrupt", &dmmd::corrupt_cuda); }

@@ -17,10 +17,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "runtime.cuh"
 #include "dmmd/moment_loss.h"
 #include "dmmd/moment_loss_host.h"
 
@@ -463,8 +462,8 @@ constexpr int kLargeBlock = 512;
 
 template <typename Launch>
 void launch_rows(int64_t N, int64_t V, Launch&& launch) {
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  const int64_t cap = int64_t(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 64;
+  const auto stream = current_stream();
+  const int64_t cap = int64_t(sm_count()) * 64;
   if (V <= kWarpRowMaxV) {
     constexpr int R = kSmallBlock / 32;
     const int64_t blocks = std::min<int64_t>((N + R - 1) / R, cap);
@@ -475,7 +474,7 @@ void launch_rows(int64_t N, int64_t V, Launch&& launch) {
     launch(std::integral_constant<int, kLargeBlock>{}, std::integral_constant<int, kLargeBlock>{},
            blocks, stream);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  DMMD_LAUNCH_CHECK();
 }
 
 Params params_of(const at::Tensor& x, double tau, double top_p, double delta, bool nucleus) {
@@ -487,7 +486,7 @@ std::tuple<at::Tensor, at::Tensor> generator_loss_cuda(const at::Tensor& student
                                                        const at::Tensor& aux,
                                                        const at::Tensor& weight, double tau,
                                                        double top_p, double delta) {
-  const c10::cuda::CUDAGuard guard(student.device());
+  const DeviceGuard guard(student.device());
   const Sharpen sh = check_sharpen(tau, top_p, delta);
   const at::Tensor S = rows_of(student, "student");
   const at::Tensor T = logits_like(teacher, "teacher", student, "student");
@@ -502,8 +501,8 @@ std::tuple<at::Tensor, at::Tensor> generator_loss_cuda(const at::Tensor& student
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, S.scalar_type(), "gen_loss_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_rows(p.N, p.V, [&](auto G, auto B, int64_t blocks, cudaStream_t stream) {
-      gen_forward_kernel<decltype(G)::value, decltype(B)::value, scalar_t>
-          <<<blocks, decltype(B)::value, 0, stream>>>(
+      DMMD_LAUNCH(blocks, decltype(B)::value, 0, stream,
+                  gen_forward_kernel<decltype(G)::value, decltype(B)::value, scalar_t>)(
           S.const_data_ptr<scalar_t>(), T.const_data_ptr<scalar_t>(), A.const_data_ptr<scalar_t>(),
           S.stride(0), T.stride(0), A.stride(0), w.const_data_ptr<acc_t>(), p,
           loss.data_ptr<acc_t>(), stats.data_ptr<acc_t>());
@@ -516,7 +515,7 @@ at::Tensor generator_loss_backward_cuda(const at::Tensor& grad_loss, const at::T
                                         const at::Tensor& teacher, const at::Tensor& aux,
                                         const at::Tensor& weight, const at::Tensor& stats,
                                         double tau, double delta) {
-  const c10::cuda::CUDAGuard guard(student.device());
+  const DeviceGuard guard(student.device());
   check_sharpen(tau, 1.0, delta);
   const at::Tensor S = rows_of(student, "student");
   const at::Tensor T = logits_like(teacher, "teacher", student, "student");
@@ -531,8 +530,8 @@ at::Tensor generator_loss_backward_cuda(const at::Tensor& grad_loss, const at::T
                                   [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_rows(p.N, p.V, [&](auto G, auto B, int64_t blocks, cudaStream_t stream) {
-      gen_backward_kernel<decltype(G)::value, decltype(B)::value, scalar_t>
-          <<<blocks, decltype(B)::value, 0, stream>>>(
+      DMMD_LAUNCH(blocks, decltype(B)::value, 0, stream,
+                  gen_backward_kernel<decltype(G)::value, decltype(B)::value, scalar_t>)(
           g.const_data_ptr<acc_t>(), S.const_data_ptr<scalar_t>(), T.const_data_ptr<scalar_t>(),
           A.const_data_ptr<scalar_t>(), S.stride(0), T.stride(0), A.stride(0),
           w.const_data_ptr<acc_t>(), st.const_data_ptr<acc_t>(), p, dS.data_ptr<scalar_t>());
@@ -557,7 +556,7 @@ std::tuple<at::Tensor, at::Tensor> auxiliary_loss_cuda(
     const at::Tensor& aux, const at::Tensor& teacher, const std::optional<at::Tensor>& target_ids,
     const std::optional<at::Tensor>& target_logits, const at::Tensor& weight, double tau,
     double top_p, double delta, bool validate) {
-  const c10::cuda::CUDAGuard guard(aux.device());
+  const DeviceGuard guard(aux.device());
   const Sharpen sh = check_sharpen(tau, top_p, delta);
   const at::Tensor A = rows_of(aux, "aux");
   const at::Tensor T = logits_like(teacher, "teacher", aux, "aux");
@@ -572,8 +571,8 @@ std::tuple<at::Tensor, at::Tensor> auxiliary_loss_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, A.scalar_type(), "aux_loss_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_rows(p.N, p.V, [&](auto G, auto B, int64_t blocks, cudaStream_t stream) {
-      aux_forward_kernel<decltype(G)::value, decltype(B)::value, scalar_t>
-          <<<blocks, decltype(B)::value, 0, stream>>>(
+      DMMD_LAUNCH(blocks, decltype(B)::value, 0, stream,
+                  aux_forward_kernel<decltype(G)::value, decltype(B)::value, scalar_t>)(
           A.const_data_ptr<scalar_t>(), T.const_data_ptr<scalar_t>(),
           y.soft ? y.logits.const_data_ptr<scalar_t>() : nullptr,
           y.soft ? nullptr : y.ids.const_data_ptr<int64_t>(), A.stride(0), T.stride(0),
@@ -590,7 +589,7 @@ at::Tensor auxiliary_loss_backward_cuda(const at::Tensor& grad_loss, const at::T
                                         const std::optional<at::Tensor>& target_logits,
                                         const at::Tensor& weight, const at::Tensor& stats,
                                         double tau, double delta) {
-  const c10::cuda::CUDAGuard guard(aux.device());
+  const DeviceGuard guard(aux.device());
   check_sharpen(tau, 1.0, delta);
   const at::Tensor A = rows_of(aux, "aux");
   const at::Tensor T = logits_like(teacher, "teacher", aux, "aux");
@@ -605,8 +604,8 @@ at::Tensor auxiliary_loss_backward_cuda(const at::Tensor& grad_loss, const at::T
                                   [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_rows(p.N, p.V, [&](auto G, auto B, int64_t blocks, cudaStream_t stream) {
-      aux_backward_kernel<decltype(G)::value, decltype(B)::value, scalar_t>
-          <<<blocks, decltype(B)::value, 0, stream>>>(
+      DMMD_LAUNCH(blocks, decltype(B)::value, 0, stream,
+                  aux_backward_kernel<decltype(G)::value, decltype(B)::value, scalar_t>)(
           g.const_data_ptr<acc_t>(), A.const_data_ptr<scalar_t>(), T.const_data_ptr<scalar_t>(),
           y.soft ? y.logits.const_data_ptr<scalar_t>() : nullptr,
           y.soft ? nullptr : y.ids.const_data_ptr<int64_t>(), A.stride(0), T.stride(0),
@@ -620,7 +619,7 @@ at::Tensor auxiliary_loss_backward_cuda(const at::Tensor& grad_loss, const at::T
 }  // namespace
 }  // namespace dmmd
 
-TORCH_LIBRARY_IMPL(dmmd_ext, CUDA, m) {
+DMMD_CUDA_IMPL(m) {
   m.impl("moment_generator_loss", &dmmd::generator_loss_cuda);
   m.impl("moment_generator_loss_backward", &dmmd::generator_loss_backward_cuda);
   m.impl("moment_auxiliary_loss", &dmmd::auxiliary_loss_cuda);

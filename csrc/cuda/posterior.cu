@@ -10,10 +10,9 @@
 // sub-streams: Gumbel, move).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "runtime.cuh"
 #include "dmmd/posterior.h"
 #include "dmmd/posterior_host.h"
 #include "dmmd/rates.h"
@@ -67,10 +66,10 @@ void launch(const at::Tensor& z, at::Tensor& zs, at::Tensor& xs, const Posterior
   const int64_t grid = std::min<int64_t>(n, 65535LL * 32);
   const RateView at_{a.a_t.values.data_ptr<double>(), a.a_t.mode, a.a_t.row_len};
   const RateView as_{a.a_s.values.data_ptr<double>(), a.a_s.mode, a.a_s.row_len};
-  posterior_kernel<BLOCK, I, T><<<grid, BLOCK, 0, at::cuda::getCurrentCUDAStream()>>>(
+  DMMD_LAUNCH(grid, BLOCK, 0, current_stream(), posterior_kernel<BLOCK, I, T>)(
       z.data_ptr<I>(), zs.data_ptr<I>(), xs.data_ptr<I>(), a.rows.t.data_ptr<T>(), n, a.rows.v,
       a.rows.row_stride, a.rows.col_stride, at_, as_, process, mask_id, p, st);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  DMMD_LAUNCH_CHECK();
 }
 
 std::tuple<at::Tensor, at::Tensor> posterior_step_cuda(
@@ -78,7 +77,7 @@ std::tuple<at::Tensor, at::Tensor> posterior_step_cuda(
     const at::Tensor& alpha_s, int64_t process, int64_t mask_id, double temperature,
     int64_t top_k, double top_p, std::optional<at::Generator> gen, std::optional<int64_t> seed,
     int64_t offset, bool validate) {
-  const c10::cuda::CUDAGuard guard(z_t.device());
+  const DeviceGuard guard(z_t.device());
   const PosteriorArgs a = check_posterior_args(z_t, logits, alpha_t, alpha_s, process, mask_id,
                                                temperature, top_k, top_p, validate);
   auto z = z_t.contiguous();
@@ -103,4 +102,4 @@ std::tuple<at::Tensor, at::Tensor> posterior_step_cuda(
 }  // namespace
 }  // namespace dmmd
 
-TORCH_LIBRARY_IMPL(dmmd_ext, CUDA, m) { m.impl("posterior_step", &dmmd::posterior_step_cuda); }
+DMMD_CUDA_IMPL(m) { m.impl("posterior_step", &dmmd::posterior_step_cuda); }

@@ -8,10 +8,9 @@
 // offset advances by 4 (one sub-stream).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "runtime.cuh"
 #include "dmmd/sample_host.h"
 #include "rng_cuda.cuh"
 #include "sample_row.cuh"
@@ -43,16 +42,16 @@ template <int BLOCK, typename T>
 void launch(const Rows& rows, const bool* mask, int64_t* out, const SampleParams& p,
             const at::PhiloxCudaState& st) {
   const int64_t grid = std::min<int64_t>(rows.n, 65535LL * 32);
-  sample_kernel<BLOCK, T><<<grid, BLOCK, 0, at::cuda::getCurrentCUDAStream()>>>(
+  DMMD_LAUNCH(grid, BLOCK, 0, current_stream(), sample_kernel<BLOCK, T>)(
       rows.t.data_ptr<T>(), rows.n, rows.v, rows.row_stride, rows.col_stride, mask, out, p, st);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  DMMD_LAUNCH_CHECK();
 }
 
 at::Tensor sample_categorical_cuda(const at::Tensor& logits, double temperature, int64_t top_k,
                                    double top_p, const std::optional<at::Tensor>& mask,
                                    int64_t exclude, std::optional<at::Generator> gen,
                                    std::optional<int64_t> seed, int64_t offset) {
-  const c10::cuda::CUDAGuard guard(logits.device());
+  const DeviceGuard guard(logits.device());
   const Rows rows = check_sample_args(logits, temperature, top_k, top_p, mask, exclude);
   auto out = at::empty(logits.sizes().slice(0, logits.dim() - 1), logits.options().dtype(at::kLong));
   if (rows.n == 0) return out;
@@ -72,6 +71,6 @@ at::Tensor sample_categorical_cuda(const at::Tensor& logits, double temperature,
 }  // namespace
 }  // namespace dmmd
 
-TORCH_LIBRARY_IMPL(dmmd_ext, CUDA, m) {
+DMMD_CUDA_IMPL(m) {
   m.impl("sample_categorical", &dmmd::sample_categorical_cuda);
 }

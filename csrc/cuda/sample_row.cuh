@@ -19,7 +19,7 @@
 // threshold can then differ only when a cumulative mass lies within ~1e-16
 // relative of top_p * total.
 #pragma once
-#include <cub/block/block_reduce.cuh>
+#include "runtime.cuh"
 
 #include <cstdint>
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 MASKED, UNIFORM = 0, 1
 _PROCESSES = {"masked": MASKED, "absorbing": MASKED, "uniform": UNIFORM}
 
@@ -20,8 +22,18 @@ def process_id(process: str | int) -> int:
 
 def as_rate(x, like):
     """A float rate given as a Python number becomes a 0-dim float64 tensor on like's device."""
-    import torch
-
     if isinstance(x, torch.Tensor):
         return x
     return torch.tensor(float(x), dtype=torch.float64, device=like.device)
+
+
+# The op namespace the wrappers call: the compiled kernels (torch.ops.dmmd_ext),
+# or, inside dmmd_ext.simt.use(), the CUDA kernels run by the SIMT emulator on
+# CPU tensors (torch.ops.dmmd_ext_simt). A one-element list so that switching
+# it needs no `global` in the callers.
+_KERNELS = [torch.ops.dmmd_ext]
+
+
+def kernels():
+    """The namespace of kernel ops the wrappers dispatch to."""
+    return _KERNELS[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import MASKED, as_rate, process_id
+from ._common import MASKED, as_rate, kernels, process_id
 
 
 def corrupt(
@@ -33,7 +33,7 @@ def corrupt(
     pid = process_id(process)
     if mask_id is None:
         mask_id = vocab_size if pid == MASKED else -1
-    return torch.ops.dmmd_ext.corrupt(
+    return kernels().corrupt(
         x0, as_rate(alpha, x0), pid, mask_id, vocab_size, keep, generator, seed, offset, validate
     )
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._common import kernels
+
 _REDUCTIONS = ("none", "sum", "mean")
 
 
@@ -68,7 +70,7 @@ def generator_loss(student: torch.Tensor, teacher: torch.Tensor, aux: torch.Tens
     Differentiable w.r.t. student only: teacher, aux and weight are constants.
     """
     lead = student.shape[:-1]
-    loss, _ = torch.ops.dmmd_ext.moment_generator_loss(
+    loss, _ = kernels().moment_generator_loss(
         _rows(student, "student"), _rows(teacher.detach(), "teacher"), _rows(aux.detach(), "aux"),
         _weight(weight, lead, student), float(tau), float(top_p), float(delta))
     return _reduce(loss.reshape(lead), reduction)
@@ -94,7 +96,7 @@ def auxiliary_loss(aux: torch.Tensor, teacher: torch.Tensor, target: torch.Tenso
         ids, soft = None, _rows(target.detach(), "target")
     else:
         raise ValueError(f"target: expected int64 ids or floating-point logits, got {target.dtype}")
-    loss, _ = torch.ops.dmmd_ext.moment_auxiliary_loss(
+    loss, _ = kernels().moment_auxiliary_loss(
         _rows(aux, "aux"), _rows(teacher.detach(), "teacher"), ids, soft,
         _weight(weight, lead, aux), float(tau), float(top_p), float(delta), validate)
     return _reduce(loss.reshape(lead), reduction)
@@ -164,15 +166,6 @@ def _gen_setup(ctx, inputs, output):
     ctx.tau, ctx.delta = tau, delta
 
 
-def _gen_backward(ctx, grad_loss, _grad_stats):
-    student, teacher, aux, weight, stats = ctx.saved_tensors
-    d_student = None
-    if ctx.needs_input_grad[0]:
-        d_student = torch.ops.dmmd_ext.moment_generator_loss_backward(
-            grad_loss, student, teacher, aux, weight, stats, ctx.tau, ctx.delta)
-    return d_student, None, None, None, None, None, None
-
-
 def _aux_setup(ctx, inputs, output):
     aux, teacher, ids, soft, weight, tau, _top_p, delta, _validate = inputs
     ctx.mark_non_differentiable(output[1])
@@ -180,16 +173,31 @@ def _aux_setup(ctx, inputs, output):
     ctx.tau, ctx.delta = tau, delta
 
 
-def _aux_backward(ctx, grad_loss, _grad_stats):
-    aux, teacher, ids, soft, weight, stats = ctx.saved_tensors
-    d_aux = None
-    if ctx.needs_input_grad[0]:
-        d_aux = torch.ops.dmmd_ext.moment_auxiliary_loss_backward(
-            grad_loss, aux, teacher, ids, soft, weight, stats, ctx.tau, ctx.delta)
-    return d_aux, None, None, None, None, None, None, None, None
+def register_autograd(ns: str) -> None:
+    """Autograd of the loss ops of namespace `ns`: dmmd_ext here, dmmd_ext_simt
+    when dmmd_ext.simt loads the emulated CUDA kernels."""
+    kern = getattr(torch.ops, ns)
+
+    def gen_backward(ctx, grad_loss, _grad_stats):
+        student, teacher, aux, weight, stats = ctx.saved_tensors
+        d_student = None
+        if ctx.needs_input_grad[0]:
+            d_student = kern.moment_generator_loss_backward(
+                grad_loss, student, teacher, aux, weight, stats, ctx.tau, ctx.delta)
+        return d_student, None, None, None, None, None, None
+
+    def aux_backward(ctx, grad_loss, _grad_stats):
+        aux, teacher, ids, soft, weight, stats = ctx.saved_tensors
+        d_aux = None
+        if ctx.needs_input_grad[0]:
+            d_aux = kern.moment_auxiliary_loss_backward(
+                grad_loss, aux, teacher, ids, soft, weight, stats, ctx.tau, ctx.delta)
+        return d_aux, None, None, None, None, None, None, None, None
+
+    torch.library.register_autograd(f"{ns}::moment_generator_loss", gen_backward,
+                                    setup_context=_gen_setup)
+    torch.library.register_autograd(f"{ns}::moment_auxiliary_loss", aux_backward,
+                                    setup_context=_aux_setup)
 
 
-torch.library.register_autograd("dmmd_ext::moment_generator_loss", _gen_backward,
-                                setup_context=_gen_setup)
-torch.library.register_autograd("dmmd_ext::moment_auxiliary_loss", _aux_backward,
-                                setup_context=_aux_setup)
+register_autograd("dmmd_ext")

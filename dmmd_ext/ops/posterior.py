@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import MASKED, as_rate, process_id
+from ._common import MASKED, as_rate, kernels, process_id
 
 
 def posterior_step(
@@ -39,7 +39,7 @@ def posterior_step(
     pid = process_id(process)
     if mask_id is None:
         mask_id = logits.shape[-1] if pid == MASKED else -1
-    return torch.ops.dmmd_ext.posterior_step(
+    return kernels().posterior_step(
         z_t, logits, as_rate(alpha_t, z_t), as_rate(alpha_s, z_t), pid, int(mask_id),
         float(temperature), int(top_k), float(top_p), generator, seed, int(offset), validate
     )

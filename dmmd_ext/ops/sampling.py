@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from ._common import kernels
+
 
 def sample_categorical(
     logits: torch.Tensor,
@@ -28,7 +30,7 @@ def sample_categorical(
     among them. An explicit (seed, offset) gives bitwise-identical results on
     CPU and CUDA; otherwise the generator (or the device's default) is used.
     """
-    return torch.ops.dmmd_ext.sample_categorical(
+    return kernels().sample_categorical(
         logits, float(temperature), int(top_k), float(top_p), mask, int(exclude), generator,
         seed, int(offset)
     )
