@@ -49,4 +49,6 @@ def load() -> dict:
         "build_type": info.BUILD_TYPE,
         # at::parallel_for runs the CPU kernels on torch's threads only when built with OpenMP
         "openmp": bool(getattr(info, "OPENMP", False)),
+        # emulated CUDA builds (dmmd_ext.simt): [], ["release"], ["release", "asan"]
+        "simt": list(getattr(info, "SIMT_FLAVORS", [])),
     }

@@ -9,7 +9,7 @@ import torch
 
 import dmmd_ext
 from dmmd_ext import ops, reference
-from conftest import NEUTRAL_CWD, child_env, requires_cuda
+from conftest import NEUTRAL_CWD, child_env
 
 PROCS = ["masked", "uniform"]
 
@@ -193,21 +193,35 @@ def test_compile_matches_eager():
     assert torch.equal(torch.compile(f, fullgraph=True)(x0, alpha), f(x0, alpha))
 
 
-@requires_cuda
+@pytest.mark.simt_edge
 @pytest.mark.parametrize("process", PROCS)
-def test_cuda_matches_cpu_bitwise(process):
-    x0 = torch.randint(0, 1000, (64, 513))
-    alpha = torch.rand(64)
+@pytest.mark.parametrize("rate", ["scalar", "row", "token"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_cuda_matches_cpu_bitwise(kb, process, rate, dtype):
+    x0 = torch.randint(0, 1000, (64, 513), dtype=dtype)
+    alpha = {"scalar": torch.tensor(0.4, dtype=torch.float64), "row": torch.rand(64),
+             "token": torch.rand(64, 513)}[rate]
     keep = torch.rand(64, 513) < 0.1
     cpu = ops.corrupt(x0, alpha, process, 1000, keep=keep, seed=99, offset=12)
-    cuda = ops.corrupt(x0.cuda(), alpha.cuda(), process, 1000, keep=keep.cuda(), seed=99, offset=12)
-    assert torch.equal(cpu, cuda.cpu())
+    dev = kb.call(ops.corrupt, x0, alpha, process, 1000, keep=keep, seed=99, offset=12)
+    assert dev.dtype == dtype and torch.equal(cpu, dev)
 
 
-@requires_cuda
-def test_cuda_generator_advances():
-    x0 = torch.zeros(4, 1024, dtype=torch.int64, device="cuda")
-    g = torch.Generator(device="cuda").manual_seed(0)
-    a = ops.corrupt(x0, 0.5, "masked", 9, generator=g)
-    b = ops.corrupt(x0, 0.5, "masked", 9, generator=g)
+@pytest.mark.simt_edge
+def test_cuda_edge_shapes(kb):
+    for shape in [(0,), (0, 7), (1, 1), (3, 1), (1, 1031)]:
+        x0 = torch.randint(0, 50, shape)
+        cpu = ops.corrupt(x0, 0.3, "uniform", 50, seed=5)
+        assert torch.equal(kb.call(ops.corrupt, x0, 0.3, "uniform", 50, seed=5), cpu), shape
+    x0 = torch.randint(0, 50, (40, 30)).t()  # non-contiguous
+    alpha = torch.rand(30, generator=torch.Generator().manual_seed(0))
+    cpu = ops.corrupt(x0, alpha, "masked", 50, seed=6)
+    assert torch.equal(kb.call(ops.corrupt, x0, alpha, "masked", 50, seed=6), cpu)
+
+
+def test_cuda_generator_advances(kb):
+    x0 = torch.zeros(4, 1024, dtype=torch.int64)
+    g = kb.generator(0)
+    a = kb.call(ops.corrupt, x0, 0.5, "masked", 9, generator=g)
+    b = kb.call(ops.corrupt, x0, 0.5, "masked", 9, generator=g)
     assert not torch.equal(a, b)

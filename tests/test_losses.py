@@ -16,14 +16,23 @@ import torch
 
 import dmmd_ext  # noqa: F401  (loads the kernels)
 from dmmd_ext import ops
+from dmmd_ext.ops._common import kernels
 from dmmd_ext.reference import losses as R
 from conftest import CUDA, devices, requires_cuda
 
-GEN = torch.ops.dmmd_ext.moment_generator_loss
-GEN_BWD = torch.ops.dmmd_ext.moment_generator_loss_backward
-AUX = torch.ops.dmmd_ext.moment_auxiliary_loss
-AUX_BWD = torch.ops.dmmd_ext.moment_auxiliary_loss_backward
-GEN_THR, AUX_THR = 6, 6  # stats columns holding the nucleus threshold
+
+
+def _raw(name):
+    """The raw op, resolved at call time: the emulated kernel inside simt.use()."""
+    return lambda *a, **k: getattr(kernels(), name)(*a, **k)
+
+
+GEN = _raw("moment_generator_loss")
+GEN_BWD = _raw("moment_generator_loss_backward")
+AUX = _raw("moment_auxiliary_loss")
+AUX_BWD = _raw("moment_auxiliary_loss_backward")
+GEN_THR, AUX_THR = 6, 6
+INF, NAN = float("inf"), float("nan")  # stats columns holding the nucleus threshold
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 GRAD_RTOL = {torch.float32: 1e-4, torch.bfloat16: 2**-8, torch.float16: 2**-10,
@@ -93,7 +102,7 @@ def aux_case(aux, teacher, target, w, tau, top_p, delta, g):
 
 # ---------------------------------------------------------------- forward + backward
 
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", devices(), indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("V", [1, 7, 100, 1500])
 @pytest.mark.parametrize("tau,top_p,delta", [(1.0, 1.0, 2.0), (0.7, 0.9, 2.0), (1.3, 0.5, 0.5)])
@@ -110,7 +119,7 @@ def test_generator_matches_reference(device, dtype, V, tau, top_p, delta):
     assert_grad_close(grad, ref_grad, dtype)
 
 
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", devices(), indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("V", [1, 33, 1500])
 @pytest.mark.parametrize("soft", [False, True])
@@ -186,7 +195,7 @@ def assert_nucleus_valid(T, tau, top_p, tol):
         assert above < top_p + tol and incl >= top_p - tol, (above, incl)
 
 
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", devices(), indirect=True)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("top_p", [0.3, 0.9, 0.99])
 def test_nucleus_random_rows(device, dtype, top_p):
@@ -195,7 +204,7 @@ def test_nucleus_random_rows(device, dtype, top_p):
     assert_nucleus_matches(T, 1.0, top_p)
 
 
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", devices(), indirect=True)
 def test_nucleus_adversarial_rows(device):
     V = 64
     g = torch.Generator().manual_seed(22)
@@ -237,7 +246,7 @@ def test_sharpening_changes_loss_by_delta():
 
 # ---------------------------------------------------------------- special values
 
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", devices(), indirect=True)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_large_logits(device, dtype):
     N, V = 4, 700
@@ -259,7 +268,7 @@ def test_large_logits(device, dtype):
     assert_grad_close(grada, ref_grada, dtype)
 
 
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", devices(), indirect=True)
 def test_neg_inf_logits_give_finite_loss(device):
     N, V = 3, 40
     S, T, A = (logits(N, V, seed=s) for s in (51, 52, 53))
@@ -295,7 +304,7 @@ def test_neg_inf_where_mass_is_positive():
     assert la[0] == float("inf") and torch.isfinite(la[1])
 
 
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", devices(), indirect=True)
 def test_nan_row_is_isolated(device):
     N, V = 4, 300
     S, T, A = (logits(N, V, seed=s, device=device) for s in (61, 62, 63))
@@ -314,7 +323,7 @@ def test_nan_row_is_isolated(device):
     assert torch.isnan(lossa[3]) and torch.isfinite(lossa[:3]).all()
 
 
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", devices(), indirect=True)
 def test_zero_weight_rows_untouched(device):
     N, V = 5, 129
     S, T, A = (logits(N, V, seed=s, device=device) for s in (71, 72, 73))
@@ -443,15 +452,15 @@ def test_opcheck():
     S, T, A = (logits(4, 37, seed=s) for s in (151, 152, 153))
     w = weights(4, zero=[1])
     S.requires_grad_()
-    torch.library.opcheck(GEN, (S, T, A, w, 0.9, 0.8, 2.0))
+    torch.library.opcheck(torch.ops.dmmd_ext.moment_generator_loss, (S, T, A, w, 0.9, 0.8, 2.0))
     _, stats = GEN(S, T, A, w, 0.9, 0.8, 2.0)
-    torch.library.opcheck(GEN_BWD, (torch.ones(4), S.detach(), T, A, w, stats, 0.9, 2.0))
+    torch.library.opcheck(torch.ops.dmmd_ext.moment_generator_loss_backward, (torch.ones(4), S.detach(), T, A, w, stats, 0.9, 2.0))
     A2 = A.clone().requires_grad_()
     ids = torch.tensor([0, 3, 36, 9])
-    torch.library.opcheck(AUX, (A2, T, ids, None, w, 0.9, 0.8, 2.0, True))
-    torch.library.opcheck(AUX, (A2, T, None, S.detach(), w, 0.9, 0.8, 2.0, True))
+    torch.library.opcheck(torch.ops.dmmd_ext.moment_auxiliary_loss, (A2, T, ids, None, w, 0.9, 0.8, 2.0, True))
+    torch.library.opcheck(torch.ops.dmmd_ext.moment_auxiliary_loss, (A2, T, None, S.detach(), w, 0.9, 0.8, 2.0, True))
     _, st = AUX(A, T, ids, None, w, 0.9, 0.8, 2.0, True)
-    torch.library.opcheck(AUX_BWD, (torch.ones(4), A, T, ids, None, w, st, 0.9, 2.0))
+    torch.library.opcheck(torch.ops.dmmd_ext.moment_auxiliary_loss_backward, (torch.ones(4), A, T, ids, None, w, st, 0.9, 2.0))
 
 
 def test_torch_compile_matches_eager():
@@ -524,43 +533,75 @@ def test_unchecked_out_of_range_id_gives_nan():
 
 # ---------------------------------------------------------------- CUDA vs CPU
 
-@requires_cuda
+@pytest.mark.simt_edge
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("V", [1, 5, 200, 4099, 50257])
 @pytest.mark.parametrize("top_p", [1.0, 0.9])
-def test_cuda_matches_cpu(dtype, V, top_p):
+def test_cuda_matches_cpu(kb, dtype, V, top_p):
     N = 9 if V < 50000 else 3
     S, T, A = (logits(N, V, dtype, seed=s) for s in (191, 192, 193))
     if 1 < V < 50000 and top_p < 1:  # CPU and CUDA exps differ by ~1e-7: no boundary class
         assert nucleus_margin(T, 0.9, top_p) > 1e-5
     w = weights(N, zero=[1])
     ids = torch.randint(0, V, (N,), generator=torch.Generator().manual_seed(194))
-    for args in ((S, T, A, w, 0.9, top_p, 2.0),):
-        lc, sc = GEN(*args)
-        lg, sg = GEN(*(x.cuda() if isinstance(x, torch.Tensor) else x for x in args))
-        if V < 50000:  # same nucleus; at V = 50257 boundary classes are within rounding
-            assert_loss_close(lg, lc, rtol=2e-5)
-            assert torch.equal(sg[:, GEN_THR].cpu(), sc[:, GEN_THR])
-        else:
-            assert_loss_close(lg, lc, rtol=1e-4)
-            assert_nucleus_valid(T.cuda(), 0.9, top_p, tol=1e-5)
-        g = torch.randn(N)
-        dc = GEN_BWD(g, S, T, A, w, sc, 0.9, 2.0)
-        dg = GEN_BWD(g.cuda(), S.cuda(), T.cuda(), A.cuda(), w.cuda(), sg, 0.9, 2.0)
-        assert_grad_close(dg, dc, dtype)
+    gen, gen_bwd = kb.op("moment_generator_loss"), kb.op("moment_generator_loss_backward")
+    aux, aux_bwd = kb.op("moment_auxiliary_loss"), kb.op("moment_auxiliary_loss_backward")
+    lc, sc = GEN(S, T, A, w, 0.9, top_p, 2.0)
+    lg, sg = gen(S, T, A, w, 0.9, top_p, 2.0)
+    if V < 50000:  # same nucleus; at V = 50257 boundary classes are within rounding
+        assert_loss_close(lg, lc, rtol=2e-5)
+        assert torch.equal(sg[:, GEN_THR], sc[:, GEN_THR])
+    else:
+        assert_loss_close(lg, lc, rtol=1e-4)
+        if top_p < 1:
+            kb.call(assert_nucleus_valid, T, 0.9, top_p, 1e-5)
+    g = torch.randn(N)
+    dc = GEN_BWD(g, S, T, A, w, sc, 0.9, 2.0)
+    dg = gen_bwd(g, S, T, A, w, sg, 0.9, 2.0)
+    assert_grad_close(dg, dc, dtype)
     for target in (ids, S):
-        lc, sc = AUX(A, T, target if target.dtype == torch.int64 else None,
-                     None if target.dtype == torch.int64 else target, w, 0.9, top_p, 2.0, True)
-        tg = target.cuda()
-        lg, sg = AUX(A.cuda(), T.cuda(), tg if tg.dtype == torch.int64 else None,
-                     None if tg.dtype == torch.int64 else tg, w.cuda(), 0.9, top_p, 2.0, True)
+        hard = target.dtype == torch.int64
+        args = (target if hard else None, None if hard else target, w)
+        lc, sc = AUX(A, T, *args, 0.9, top_p, 2.0, True)
+        lg, sg = aux(A, T, *args, 0.9, top_p, 2.0, True)
         assert_loss_close(lg, lc, rtol=2e-5 if V < 50000 else 1e-4)
-        g = torch.randn(N)
-        dc = AUX_BWD(g, A, T, target if target.dtype == torch.int64 else None,
-                     None if target.dtype == torch.int64 else target, w, sc, 0.9, 2.0)
-        dg = AUX_BWD(g.cuda(), A.cuda(), T.cuda(), tg if tg.dtype == torch.int64 else None,
-                     None if tg.dtype == torch.int64 else tg, w.cuda(), sg, 0.9, 2.0)
+        dc = AUX_BWD(g, A, T, *args, sc, 0.9, 2.0)
+        dg = aux_bwd(g, A, T, *args, sg, 0.9, 2.0)
         assert_grad_close(dg, dc, dtype)
+
+
+@pytest.mark.simt_edge
+def test_cuda_strided_rows_and_special_values(kb):
+    """Row strides read in place, -inf/NaN/+inf rows isolated, weight-0 rows, N = 0."""
+    V = 37
+    base = logits(12, 2 * V, seed=211)
+    S, T, A = base[:, :V], base[:, V:], logits(12, V, seed=212)  # row stride 2V
+    S = S.clone(); S[0] = -INF; S[1, 3] = NAN; S[2, 4] = INF
+    w = weights(12, zero=[5])
+    gen = kb.op("moment_generator_loss")
+    for top_p in (1.0, 0.8):
+        lc, sc = GEN(S, T, A, w, 1.0, top_p, 2.0)
+        lg, sg = gen(S, T, A, w, 1.0, top_p, 2.0)
+        assert_loss_close(lg, lc, rtol=2e-5)
+    empty = logits(0, V, seed=1)
+    lg, sg = gen(empty, empty, empty, weights(0), 1.0, 0.9, 2.0)
+    assert lg.shape == (0,) and sg.shape[0] == 0
+
+
+def test_cuda_autograd_through_wrappers(kb):
+    S, T, A = (logits(4, 300, seed=s) for s in (221, 222, 223))
+    g = torch.randn(4, generator=torch.Generator().manual_seed(224), dtype=torch.float64)
+
+    def loss_and_grad(s, t, a, g):
+        s = s.detach().clone().requires_grad_()
+        loss = ops.generator_loss(s, t, a, None, 0.8, 0.9, 2.0)
+        loss.backward(g.to(loss.dtype))
+        return loss.detach(), s.grad
+
+    loss, grad, ref, ref_grad = gen_case(S, T, A, None, 0.8, 0.9, 2.0, g)
+    got_loss, got_grad = kb.call(loss_and_grad, S, T, A, g)
+    assert_loss_close(got_loss, ref)
+    assert_grad_close(got_grad, ref_grad, torch.float32)
 
 
 @requires_cuda
