@@ -2,7 +2,8 @@
 # The GPU check: one command on a machine with a CUDA GPU and no network.
 # Builds the extension from source for the visible GPU's architecture, runs the
 # test suite (CUDA tests included: CPU/CUDA bitwise parity, statistical tests on
-# CUDA), compute-sanitizer memcheck on small cases, and the kernel benchmarks.
+# CUDA, CUDA-graph capture), compute-sanitizer memcheck, racecheck and synccheck
+# on small cases, and the kernel benchmarks.
 # Budget: under 8 minutes on an H100. Uses the machine's own python/torch (no venv,
 # no downloads). Logs go to $WORK; on exit the results that matter are copied to $OUT
 # (default gpu_results/) and everything else is packed into $OUT/logs.tar.gz, because
@@ -39,11 +40,16 @@ PYTHONPATH=. timeout 180 "$PY" -m pytest tests -q -x -ra -m "not slow" -p no:cac
   >"$OUT/tests.log" 2>&1
 log "tests rc=$? :: $(tail -n 1 "$OUT/tests.log")"
 
+# memcheck: out-of-bounds and misaligned accesses; racecheck: shared-memory
+# hazards between threads of a block (what memcheck cannot see); synccheck:
+# barriers reached by a divergent subset of a block or warp.
 if command -v compute-sanitizer >/dev/null; then
-  log "compute-sanitizer memcheck"
-  PYTHONPATH=. timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 \
-    "$PY" python/sanitizer_cases.py >"$OUT/memcheck.log" 2>&1
-  log "memcheck rc=$? :: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -n 1)"
+  for tool in memcheck racecheck synccheck; do
+    log "compute-sanitizer $tool"
+    PYTHONPATH=. timeout 90 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      "$PY" python/sanitizer_cases.py >"$OUT/$tool.log" 2>&1
+    log "$tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -n 1)"
+  done
 fi
 
 # Optional baselines: wheels carried in wheels/ (scripts/fetch_bench_wheels.sh), installed

@@ -32,7 +32,8 @@ at::Tensor corrupt_cuda(const at::Tensor& x0, const at::Tensor& alpha, int64_t p
                         std::optional<at::Generator> gen, std::optional<int64_t> seed,
                         int64_t offset, bool validate) {
   const DeviceGuard guard(x0.device());
-  const Rates a = check_corrupt_args(x0, alpha, process, mask_id, vocab_size, keep, validate);
+  const Rates a = check_corrupt_args(x0, alpha, process, mask_id, vocab_size, keep,
+                                     value_checks(validate));
   auto x = x0.contiguous();
   auto out = at::empty_like(x, at::MemoryFormat::Contiguous);
   const int64_t n = x.numel();

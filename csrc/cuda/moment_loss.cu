@@ -560,7 +560,7 @@ std::tuple<at::Tensor, at::Tensor> auxiliary_loss_cuda(
   const Sharpen sh = check_sharpen(tau, top_p, delta);
   const at::Tensor A = rows_of(aux, "aux");
   const at::Tensor T = logits_like(teacher, "teacher", aux, "aux");
-  const Targets y = targets_of(target_ids, target_logits, A, validate);
+  const Targets y = targets_of(target_ids, target_logits, A, value_checks(validate));
   const at::Tensor w = check_weight(weight, A, "aux");
   const auto opts = A.options().dtype(acc_dtype(A));
   at::Tensor loss = at::empty({A.size(0)}, opts);

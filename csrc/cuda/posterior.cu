@@ -79,7 +79,8 @@ std::tuple<at::Tensor, at::Tensor> posterior_step_cuda(
     int64_t offset, bool validate) {
   const DeviceGuard guard(z_t.device());
   const PosteriorArgs a = check_posterior_args(z_t, logits, alpha_t, alpha_s, process, mask_id,
-                                               temperature, top_k, top_p, validate);
+                                               temperature, top_k, top_p,
+                                               value_checks(validate));
   auto z = z_t.contiguous();
   auto zs = at::empty_like(z, at::MemoryFormat::Contiguous);
   auto xs = at::empty_like(z, at::MemoryFormat::Contiguous);

@@ -4,8 +4,9 @@
 //   the host compiler with -DDMMD_SIMT=1 against the SIMT emulator
 //   (csrc/simt/), registered for CPU tensors in the dmmd_ext_simt namespace.
 // Kernel files use only: DMMD_LAUNCH, DMMD_CUDA_IMPL, dmmd::DeviceGuard,
-// dmmd::current_stream(), dmmd::sm_count(), dmmd::generator_philox_state(),
-// DMMD_LAUNCH_CHECK(), cub::BlockReduce and at::cuda::philox::unpack.
+// dmmd::current_stream(), dmmd::sm_count(), dmmd::value_checks(),
+// dmmd::generator_philox_state(), DMMD_LAUNCH_CHECK(), cub::BlockReduce and
+// at::cuda::philox::unpack.
 #pragma once
 #include <ATen/core/Generator.h>
 
@@ -26,6 +27,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/PhiloxUtils.cuh>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cub/block/block_reduce.cuh>
 
@@ -44,6 +46,13 @@ using DeviceGuard = c10::cuda::CUDAGuard;
 inline cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream(); }
 
 inline int sm_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
+
+// Value checks (validate=True) read device memory back, a sync that CUDA-graph
+// capture forbids: they are skipped while the current stream is capturing.
+inline bool value_checks(bool validate) {
+  return validate &&
+         c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
+}
 
 // The CUDA generator's philox_cuda_state, advanced by `increment` 32-bit
 // draws; unpacked on the device, which keeps CUDA-graph capture and replay

@@ -32,6 +32,9 @@ inline int sm_count() {
   return n;
 }
 
+// Nothing is ever captured into a CUDA graph here.
+inline bool value_checks(bool validate) { return validate; }
+
 // No CUDA generator exists here: as on the CPU kernels (cpu/rng_cpu.h), one
 // 64-bit draw of the CPU generator becomes the key at offset 0, so an
 // emulated op with a generator equals the CPU op with the same generator state.

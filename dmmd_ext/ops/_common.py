@@ -21,10 +21,12 @@ def process_id(process: str | int) -> int:
 
 
 def as_rate(x, like):
-    """A float rate given as a Python number becomes a 0-dim float64 tensor on like's device."""
+    """A rate given as a Python number becomes a 0-dim float64 tensor on like's
+    device, made by a fill (torch.full), not a host-to-device copy, so that a
+    CUDA-graph capture can record it."""
     if isinstance(x, torch.Tensor):
         return x
-    return torch.tensor(float(x), dtype=torch.float64, device=like.device)
+    return torch.full((), float(x), dtype=torch.float64, device=like.device)
 
 
 # The op namespace the wrappers call: the compiled kernels (torch.ops.dmmd_ext),
