@@ -21,10 +21,15 @@ TORCH_LIBRARY(dmmd_ext, m) {
 
 namespace {
 
-// [n] int64 element ids -> [n, 4] int64 Philox words (each in [0, 2^32)).
+// [n] int64 element ids -> [n, 4] int64 Philox words (each in [0, 2^32)):
+// dmmd::philox_draw, i.e. the counter of dmmd::philox_counter (philox.h).
 at::Tensor philox_hook(int64_t seed, int64_t offset, int64_t sub_stream, const at::Tensor& elements) {
   TORCH_CHECK(elements.scalar_type() == at::kLong, "elements: expected int64, got ",
               elements.scalar_type());
+  // The ops' own ranges (rng_cpu.h / rng_cuda.cuh; sub-streams are uint32).
+  TORCH_CHECK(offset >= 0, "offset: expected a non-negative integer, got ", offset);
+  TORCH_CHECK(sub_stream >= 0 && sub_stream <= int64_t{0xFFFFFFFF},
+              "sub_stream: expected an integer in [0, 2^32), got ", sub_stream);
   auto e = elements.contiguous().to(at::kCPU);
   auto out = at::empty({e.numel(), 4}, e.options());
   auto* ep = e.data_ptr<int64_t>();
@@ -41,7 +46,8 @@ at::Tensor philox_hook(int64_t seed, int64_t offset, int64_t sub_stream, const a
 }
 
 // [n, 4] int64 raw counter words -> [n, 4] output words for a 64-bit key (for
-// the Random123 known-answer vectors, whose counters no (offset, element) reaches).
+// the Random123 known-answer vectors, whose counters no (offset, element) reaches, and
+// for torch-style counters (offset / 4, thread) in the disjointness test).
 at::Tensor philox_block_hook(const at::Tensor& counters, int64_t key) {
   TORCH_CHECK(counters.scalar_type() == at::kLong && counters.dim() == 2 && counters.size(1) == 4,
               "counters: expected int64 [n, 4], got ", counters.scalar_type(), " ",

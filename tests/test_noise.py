@@ -38,19 +38,190 @@ def test_philox_known_answers_cpp(ctr, key, want):
     assert got[0].tolist() == list(want)
 
 
+# An independent Philox4x32-10 on Python ints, written from Salmon et al. (SC'11)
+# and checked against the Random123 vectors below; the known answers of the
+# counter layout are computed with it, not copied from the kernel.
+_M32 = 0xFFFFFFFF
+
+
+def _philox_py(ctr, key):
+    x, y, z, w = ctr
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * x, 0xCD9E8D57 * z
+        x, y, z, w = (p1 >> 32) ^ y ^ k0, p1 & _M32, (p0 >> 32) ^ w ^ k1, p0 & _M32
+        k0, k1 = (k0 + 0x9E3779B9) & _M32, (k1 + 0xBB67AE85) & _M32
+    return (x, y, z, w)
+
+
+def _contract_counter(offset, sub_stream, element):
+    """Our counter, written out from docs/ARCHITECTURE.md ("Random numbers"):
+    (element_lo, element_hi, block_lo, 2^31 | block_hi), block = offset // 4 + sub_stream."""
+    b = offset // 4 + sub_stream
+    return (element & _M32, element >> 32, b & _M32, 0x80000000 | (b >> 32))
+
+
+def _torch_counter(offset, thread, calls=0):
+    """The counter of torch's own Philox users on a generator state (seed, offset):
+    curand_init(seed, subsequence=thread, offset) (and at::Philox4_32) after
+    `calls` four-word draws: (offset/4 + calls lo, hi, thread lo, hi)."""
+    c = offset // 4 + calls
+    return (c & _M32, c >> 32, thread & _M32, thread >> 32)
+
+
+def _key(seed):
+    return (seed & _M32, seed >> 32)
+
+
+@pytest.mark.parametrize("ctr,key,want", KAT)
+def test_philox_known_answers_independent(ctr, key, want):
+    assert _philox_py(ctr, key) == want
+
+
+# (seed, element, block) from KAT[2]; counter (0x243F6A88, 0x85A308D3, 0x13198A2E,
+# 0x80000000 | 0x03707344) -> these words, computed with _philox_py.
+_LAYOUT_SEED = 0x299F31D0A4093822
+_LAYOUT_ELEMENT = 0x85A308D3243F6A88
+_LAYOUT_BLOCK = 0x0370734413198A2E
+_LAYOUT_WANT = (0xA12BC7D0, 0x9B05C632, 0x5C0324C8, 0x3DA0C9C3)
+
+
 def test_philox_draw_counter_layout():
-    # (seed, offset, sub_stream, element) -> counter (e_lo, e_hi, offset/4 + s, 0), key = seed.
-    ctr, key, want = KAT[2]
-    seed = (key[1] << 32) | key[0]
-    element = (ctr[1] << 32) | ctr[0]
-    block = (ctr[3] << 32) | ctr[2]
-    got = torch.ops.dmmd_ext.philox(_s64(seed), 4 * block, 0, torch.tensor([_s64(element)]))
-    assert got[0].tolist() == list(want)
-    ref = noise.philox_draw(seed, 4 * block, 0, torch.tensor([_s64(element)]))
-    assert ref[0].tolist() == list(want)
-    # a sub-stream is one block further on
-    s1 = torch.ops.dmmd_ext.philox(_s64(seed), 4 * (block - 1), 1, torch.tensor([_s64(element)]))
-    assert s1[0].tolist() == list(want)
+    # (seed, offset, sub_stream, element) -> counter (e_lo, e_hi, b_lo, 2^31 | b_hi),
+    # b = offset/4 + sub_stream, key = seed.
+    seed, element, block = _LAYOUT_SEED, _LAYOUT_ELEMENT, _LAYOUT_BLOCK
+    assert _contract_counter(4 * block, 0, element) == (0x243F6A88, 0x85A308D3, 0x13198A2E,
+                                                        0x83707344)
+    assert _philox_py(_contract_counter(4 * block, 0, element), _key(seed)) == _LAYOUT_WANT
+    el = torch.tensor([_s64(element)])
+    got = torch.ops.dmmd_ext.philox(_s64(seed), 4 * block, 0, el)
+    assert tuple(got[0].tolist()) == _LAYOUT_WANT
+    ref = noise.philox_draw(seed, 4 * block, 0, el)
+    assert tuple(ref[0].tolist()) == _LAYOUT_WANT
+    # a sub-stream is one block further on; offset % 4 is dropped
+    for off, s in [(4 * (block - 1), 1), (4 * block + 3, 0), (4 * (block - 7) + 2, 7)]:
+        assert tuple(torch.ops.dmmd_ext.philox(_s64(seed), off, s, el)[0].tolist()) == _LAYOUT_WANT
+        assert tuple(noise.philox_draw(seed, off, s, el)[0].tolist()) == _LAYOUT_WANT
+    # the largest offset and sub-stream the ops accept: block < 2^63, tag intact
+    off, s = (1 << 63) - 1, (1 << 32) - 1
+    c = _contract_counter(off, s, element)
+    assert c[3] >> 31 == 1 and (c[3] & 0x7FFFFFFF) == (off // 4 + s) >> 32
+    want = _philox_py(c, _key(seed))
+    assert tuple(torch.ops.dmmd_ext.philox(_s64(seed), off, s, el)[0].tolist()) == want
+    assert tuple(noise.philox_draw(seed, off, s, el)[0].tolist()) == want
+    assert tuple(noise.philox_counter(off, s, el)[0].tolist()) == c
+
+
+def test_philox_hook_rejects_out_of_contract_arguments():
+    el = torch.tensor([0])
+    with pytest.raises(RuntimeError, match="offset"):
+        torch.ops.dmmd_ext.philox(1, -4, 0, el)
+    with pytest.raises(RuntimeError, match="sub_stream"):
+        torch.ops.dmmd_ext.philox(1, 0, 1 << 32, el)
+    with pytest.raises(RuntimeError, match="sub_stream"):
+        torch.ops.dmmd_ext.philox(1, 0, -1, el)
+    with pytest.raises(ValueError):
+        noise.philox_counter(-4, 0, el)
+
+
+# The Philox coordinates each random op uses (csrc/include/dmmd/common.h SubStream,
+# corrupt.h, sample.h, posterior.h): op -> [(sub_stream, elements)].
+def _op_coordinates(n_rows=3, V=7, n_pos=5):
+    half = (V + 1) // 2
+    pairs = [r * half + p for r in range(n_rows) for p in range(half)]
+    flat = list(range(n_pos)) + [(1 << 32) + 5, (1 << 40) - 1]
+    return {
+        "corrupt": [(0, flat)],                        # decision + replacement token
+        "sample_categorical": [(0, pairs)],            # Gumbel pairs
+        "posterior_step": [(0, pairs), (1, flat)],     # Gumbel pairs, move
+    }
+
+
+_SEEDS = [0, 1, 0x299F31D0A4093822, (1 << 64) - 1]
+_OFFSETS = [0, 4, 8, 12, 4096 + 4, 4 * (1 << 32), (1 << 62) + 8, (1 << 63) - 4]
+
+
+@pytest.mark.parametrize("op", ["corrupt", "sample_categorical", "posterior_step"])
+def test_counters_disjoint_from_torch_philox(op):
+    # torch's CUDA kernels draw on the same generator with the same key (the seed)
+    # and counter (offset/4 + calls, thread index); a thread index is < 2^32 in
+    # practice (< 2^63 always), so torch's word w has the top bit clear. Ours has it
+    # set for every offset an op accepts, so no draw of ours replays one of torch's.
+    # Before the fix our counter (element, offset/4 + sub_stream) was exactly
+    # torch's counter of thread offset/4 + sub_stream at offset 4 * element.
+    for seed in _SEEDS:
+        for offset in _OFFSETS:
+            for sub_stream, elements in _op_coordinates()[op]:
+                el = torch.tensor(elements, dtype=torch.int64)
+                ctr = noise.philox_counter(offset, sub_stream, el)
+                assert bool((ctr[:, 3] >> 31 == 1).all()), (op, offset, sub_stream)
+                want_ctr = [_contract_counter(offset, sub_stream, e) for e in elements]
+                assert [tuple(c) for c in ctr.tolist()] == want_ctr
+                ours = torch.ops.dmmd_ext.philox(_s64(seed), offset, sub_stream, el)
+                # the hook is the raw block function on the contract's counters
+                assert torch.equal(ours, torch.ops.dmmd_ext.philox_block(ctr, _s64(seed)))
+                assert torch.equal(ours, noise.philox_draw(seed, offset, sub_stream, el))
+                # torch-style words at the matching coordinates: thread = our block,
+                # torch offset 4 * (element - k) after k calls (k = 0, 1)
+                thread = offset // 4 + sub_stream
+                for k in (0, 1):
+                    tctr = torch.tensor(
+                        [_torch_counter(4 * (e - k), thread, calls=k) for e in elements if e >= k],
+                        dtype=torch.int64)
+                    theirs = torch.ops.dmmd_ext.philox_block(tctr, _s64(seed))
+                    mine = ours[torch.tensor([e >= k for e in elements])]
+                    assert bool((mine != theirs).any(dim=1).all()), (op, seed, offset, sub_stream)
+    # and the torch-style block words are what a direct Philox gives for them
+    assert tuple(torch.ops.dmmd_ext.philox_block(
+        torch.tensor([_torch_counter(8, 3)]), 5)[0].tolist()) == _philox_py(_torch_counter(8, 3),
+                                                                           (5, 0))
+
+
+def _lo64(w):
+    return (w[1] << 32) | w[0]
+
+
+def _hi64(w):
+    return (w[3] << 32) | w[2]
+
+
+def _gumbel(bits):
+    return torch.ops.dmmd_ext.gumbel_from_bits(torch.tensor([_s64(b) for b in bits]))
+
+
+@pytest.mark.parametrize("offset", [0, 12, 4 * (1 << 33) + 8, (1 << 63) - 1])
+def test_ops_draw_from_tagged_counters(offset):
+    # The ops themselves, tied to the contract's counters through the independent
+    # Philox, with decisions that read the words directly:
+    #   corrupt, masked, alpha = 1/2: a token is masked iff lo64 < 2^63;
+    #   sample_categorical with two equal logits: class 1 iff g(hi64) > g(lo64);
+    #   posterior_step, masked, a_t = 0, a_s = 1/2: reveal iff lo64 (sub-stream 1) < 2^63.
+    seed = 0x299F31D0A4093822
+    key = _key(seed)
+    n = 40
+    words = [_philox_py(_contract_counter(offset, 0, i), key) for i in range(n)]
+    mask_id = 9
+    x0 = torch.zeros(n, dtype=torch.int64)
+    z = torch.ops.dmmd_ext.corrupt(x0, torch.tensor(0.5, dtype=torch.float64), 0, mask_id, 9,
+                                   None, None, _s64(seed), offset, True)
+    want = [mask_id if _lo64(w) < 1 << 63 else 0 for w in words]
+    assert z.tolist() == want
+
+    logits = torch.zeros(n, 2)
+    tok = torch.ops.dmmd_ext.sample_categorical(logits, 1.0, 0, 1.0, None, -1, None, _s64(seed),
+                                                offset)
+    g_lo, g_hi = _gumbel([_lo64(w) for w in words]), _gumbel([_hi64(w) for w in words])
+    assert tok.tolist() == (g_hi > g_lo).long().tolist()
+
+    z_t = torch.full((1, n), 2, dtype=torch.int64)  # all MASK (mask_id = K = 2)
+    a_t = torch.tensor(0.0, dtype=torch.float64)
+    a_s = torch.tensor(0.5, dtype=torch.float64)
+    zs, x = torch.ops.dmmd_ext.posterior_step(z_t, logits[None], a_t, a_s, 0, 2, 1.0, 0, 1.0,
+                                              None, _s64(seed), offset, True)
+    assert x[0].tolist() == tok.tolist()
+    move = [_philox_py(_contract_counter(offset, 1, i), key) for i in range(n)]
+    want = [t if _lo64(w) < 1 << 63 else 2 for t, w in zip(tok.tolist(), move)]
+    assert zs[0].tolist() == want
 
 
 def _patterns():

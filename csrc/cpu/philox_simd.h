@@ -6,7 +6,10 @@
 // Output j holds philox_draw(seed, offset, sub_stream, element j)
 // (include/dmmd/philox.h) bit for bit: the same integer arithmetic, laid out
 // across SIMD lanes. Lanes are element indices, so the contract of philox.h
-// (CPU == CUDA for an explicit (seed, offset)) is untouched. The ten rounds
+// (CPU == CUDA for an explicit (seed, offset)) is untouched. Counter words
+// x, y are the element's low and high words; z, w depend only on (offset,
+// sub_stream) and are broadcast from philox_counter(offset, sub_stream, 0),
+// where the layout (with its top bit of w) is defined once. The ten rounds
 // are written once per instruction set (philox_lanes_avx512 / _avx2); the two
 // shapes differ only in how they fill the element vectors.
 //
@@ -74,14 +77,14 @@ constexpr uint32_t kPhW0 = 0x9E3779B9u, kPhW1 = 0xBB67AE85u;
 // lo/hi[8 v + l].
 template <int kVec>
 __attribute__((target("avx512f"), always_inline)) inline void philox_lanes_avx512(
-    const __m512i* e, uint64_t block, uint64_t seed, uint64_t* lo, uint64_t* hi) {
+    const __m512i* e, uint32_t cz, uint32_t cw, uint64_t seed, uint64_t* lo, uint64_t* hi) {
   const __m512i m0 = _mm512_set1_epi64(kPhM0), m1 = _mm512_set1_epi64(kPhM1);
   __m512i x[kVec], y[kVec], z[kVec], w[kVec];
   for (int v = 0; v < kVec; ++v) {
     x[v] = e[v];
     y[v] = _mm512_srli_epi64(e[v], 32);
-    z[v] = _mm512_set1_epi64(static_cast<uint32_t>(block));
-    w[v] = _mm512_set1_epi64(static_cast<uint32_t>(block >> 32));
+    z[v] = _mm512_set1_epi64(cz);
+    w[v] = _mm512_set1_epi64(cw);
   }
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   for (int r = 0; r < 10; ++r) {
@@ -114,14 +117,14 @@ __attribute__((target("avx512f"), always_inline)) inline void philox_lanes_avx51
 // Same for kVec vectors of 4 element indices (2 in flight fill the 16 ymm).
 template <int kVec>
 __attribute__((target("avx2"), always_inline)) inline void philox_lanes_avx2(
-    const __m256i* e, uint64_t block, uint64_t seed, uint64_t* lo, uint64_t* hi) {
+    const __m256i* e, uint32_t cz, uint32_t cw, uint64_t seed, uint64_t* lo, uint64_t* hi) {
   const __m256i m0 = _mm256_set1_epi64x(kPhM0), m1 = _mm256_set1_epi64x(kPhM1);
   __m256i x[kVec], y[kVec], z[kVec], w[kVec];
   for (int v = 0; v < kVec; ++v) {
     x[v] = e[v];
     y[v] = _mm256_srli_epi64(e[v], 32);
-    z[v] = _mm256_set1_epi64x(static_cast<uint32_t>(block));
-    w[v] = _mm256_set1_epi64x(static_cast<uint32_t>(block >> 32));
+    z[v] = _mm256_set1_epi64x(cz);
+    w[v] = _mm256_set1_epi64x(cw);
   }
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   for (int r = 0; r < 10; ++r) {
@@ -150,13 +153,13 @@ __attribute__((target("avx512f"))) inline void philox_block_avx512(
     uint64_t seed, uint64_t offset, uint32_t sub_stream, uint64_t first, uint64_t* lo,
     uint64_t* hi) {
   constexpr int kVec = 4;
-  const uint64_t block = (offset >> 2) + sub_stream;
+  const U32x4 zw = philox_counter(offset, sub_stream, 0);  // words z, w
   const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
   for (int g = 0; g < kPhiloxBlock; g += 8 * kVec) {
     __m512i e[kVec];
     for (int v = 0; v < kVec; ++v)
       e[v] = _mm512_add_epi64(_mm512_set1_epi64(static_cast<int64_t>(first + g + 8 * v)), lane);
-    philox_lanes_avx512<kVec>(e, block, seed, lo + g, hi + g);
+    philox_lanes_avx512<kVec>(e, zw.z, zw.w, seed, lo + g, hi + g);
   }
 }
 
@@ -165,13 +168,13 @@ __attribute__((target("avx2"))) inline void philox_block_avx2(uint64_t seed, uin
                                                                uint64_t first, uint64_t* lo,
                                                                uint64_t* hi) {
   constexpr int kVec = 2;
-  const uint64_t block = (offset >> 2) + sub_stream;
+  const U32x4 zw = philox_counter(offset, sub_stream, 0);  // words z, w
   const __m256i lane = _mm256_set_epi64x(3, 2, 1, 0);
   for (int g = 0; g < kPhiloxBlock; g += 4 * kVec) {
     __m256i e[kVec];
     for (int v = 0; v < kVec; ++v)
       e[v] = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<int64_t>(first + g + 4 * v)), lane);
-    philox_lanes_avx2<kVec>(e, block, seed, lo + g, hi + g);
+    philox_lanes_avx2<kVec>(e, zw.z, zw.w, seed, lo + g, hi + g);
   }
 }
 
@@ -185,12 +188,12 @@ __attribute__((target("avx512f"))) inline void philox_gather_avx512(
     uint64_t seed, uint64_t offset, uint32_t sub_stream, const uint64_t* el, int64_t n,
     uint64_t* lo, uint64_t* hi) {
   constexpr int kVec = 4, kGroup = 8 * kVec;
-  const uint64_t block = (offset >> 2) + sub_stream;
+  const U32x4 zw = philox_counter(offset, sub_stream, 0);  // words z, w
   int64_t j = 0;
   for (; j + kGroup <= n; j += kGroup) {
     __m512i e[kVec];
     for (int v = 0; v < kVec; ++v) e[v] = _mm512_loadu_si512(el + j + 8 * v);
-    philox_lanes_avx512<kVec>(e, block, seed, lo + j, hi + j);
+    philox_lanes_avx512<kVec>(e, zw.z, zw.w, seed, lo + j, hi + j);
   }
   if (n - j < kFewScalar)
     return philox_gather_scalar(seed, offset, sub_stream, el + j, n - j, lo + j, hi + j);
@@ -198,7 +201,7 @@ __attribute__((target("avx512f"))) inline void philox_gather_avx512(
   std::memcpy(tel, el + j, sizeof(uint64_t) * (n - j));
   __m512i e[kVec];
   for (int v = 0; v < kVec; ++v) e[v] = _mm512_load_si512(tel + 8 * v);
-  philox_lanes_avx512<kVec>(e, block, seed, tlo, thi);
+  philox_lanes_avx512<kVec>(e, zw.z, zw.w, seed, tlo, thi);
   std::memcpy(lo + j, tlo, sizeof(uint64_t) * (n - j));
   std::memcpy(hi + j, thi, sizeof(uint64_t) * (n - j));
 }
@@ -207,13 +210,13 @@ __attribute__((target("avx2"))) inline void philox_gather_avx2(
     uint64_t seed, uint64_t offset, uint32_t sub_stream, const uint64_t* el, int64_t n,
     uint64_t* lo, uint64_t* hi) {
   constexpr int kVec = 2, kGroup = 4 * kVec;
-  const uint64_t block = (offset >> 2) + sub_stream;
+  const U32x4 zw = philox_counter(offset, sub_stream, 0);  // words z, w
   int64_t j = 0;
   for (; j + kGroup <= n; j += kGroup) {
     __m256i e[kVec];
     for (int v = 0; v < kVec; ++v)
       e[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(el + j + 4 * v));
-    philox_lanes_avx2<kVec>(e, block, seed, lo + j, hi + j);
+    philox_lanes_avx2<kVec>(e, zw.z, zw.w, seed, lo + j, hi + j);
   }
   if (n - j < kFewScalar)
     return philox_gather_scalar(seed, offset, sub_stream, el + j, n - j, lo + j, hi + j);
@@ -222,7 +225,7 @@ __attribute__((target("avx2"))) inline void philox_gather_avx2(
   __m256i e[kVec];
   for (int v = 0; v < kVec; ++v)
     e[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tel + 4 * v));
-  philox_lanes_avx2<kVec>(e, block, seed, tlo, thi);
+  philox_lanes_avx2<kVec>(e, zw.z, zw.w, seed, tlo, thi);
   std::memcpy(lo + j, tlo, sizeof(uint64_t) * (n - j));
   std::memcpy(hi + j, thi, sizeof(uint64_t) * (n - j));
 }

@@ -1,8 +1,11 @@
 """The RNG contract in Python: Philox4x32-10 on int64 tensors and the
 bits -> noise transforms in float64 (csrc/include/dmmd/philox.h, noise.h).
 
-Counter for one draw: (element_lo, element_hi, block_lo, block_hi) with
-block = offset // 4 + sub_stream; key = the 64-bit seed."""
+Counter for one draw (philox_counter, mirroring philox_counter in philox.h):
+(element_lo, element_hi, block_lo, 0x80000000 | block_hi) with
+block = offset // 4 + sub_stream; key = the 64-bit seed. The top bit of the
+last word keeps every counter off the ones torch's own Philox users (curand /
+at::Philox4_32: (offset/4 + calls, thread index), same key) can reach."""
 
 from __future__ import annotations
 
@@ -32,15 +35,27 @@ def philox4x32_10(ctr: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
     return torch.stack([c0, c1, c2, c3], dim=-1)
 
 
+_W_TAG = 0x80000000  # top bit of counter word w: never set by torch's counters
+
+
+def philox_counter(offset: int, sub_stream: int, elements: torch.Tensor) -> torch.Tensor:
+    """[..., 4] int64 counter words for the given elements of one sub-stream of
+    one call: (element_lo, element_hi, block_lo, 0x80000000 | block_hi)."""
+    if not (0 <= offset < 1 << 64 and 0 <= sub_stream < 1 << 32):
+        raise ValueError(f"expected 0 <= offset < 2^64 and 0 <= sub_stream < 2^32, got "
+                         f"offset={offset}, sub_stream={sub_stream}")
+    block = (offset >> 2) + sub_stream
+    assert block < 1 << 63  # offset // 4 < 2^62, sub_stream < 2^32
+    e = elements.to(torch.int64)
+    return torch.stack(
+        [e & _M32, (e >> 32) & _M32, torch.full_like(e, block & _M32),
+         torch.full_like(e, _W_TAG | (block >> 32))], dim=-1)
+
+
 def philox_draw(seed: int, offset: int, sub_stream: int, elements: torch.Tensor) -> torch.Tensor:
     """Four words per logical element for one sub-stream of one call."""
     seed &= (1 << 64) - 1
-    block = (offset >> 2) + sub_stream
-    e = elements.to(torch.int64)
-    ctr = torch.stack(
-        [e & _M32, (e >> 32) & _M32, torch.full_like(e, block & _M32),
-         torch.full_like(e, (block >> 32) & _M32)], dim=-1)
-    return philox4x32_10(ctr, (seed & _M32, seed >> 32))
+    return philox4x32_10(philox_counter(offset, sub_stream, elements), (seed & _M32, seed >> 32))
 
 
 def words_to_u64(lo: torch.Tensor, hi: torch.Tensor) -> list[int]:
