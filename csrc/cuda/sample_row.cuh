@@ -18,6 +18,10 @@
 // summation order differs from the CPU's sequential order; the nucleus
 // threshold can then differ only when a cumulative mass lies within ~1e-16
 // relative of top_p * total.
+//
+// Phases hand values to each other through `sh`: a value a phase returns is
+// read into a register before its last barrier, because the next phase's
+// thread 0 may overwrite the shared copy at once.
 #pragma once
 #include <cub/block/block_reduce.cuh>
 
@@ -182,7 +186,10 @@ __device__ uint32_t select_top_k(const T* row, int64_t V, int64_t stride, bool v
     }
     __syncthreads();
   }
-  return sh.prefix;
+  // select_top_p's thread 0 resets sh.prefix next: read it before a barrier
+  const uint32_t thr = sh.prefix;
+  __syncthreads();
+  return thr;
 }
 
 template <int BLOCK, typename T>
@@ -209,7 +216,10 @@ __device__ uint32_t select_top_p(const T* row, int64_t V, int64_t stride, bool v
     }
     __syncthreads();
   }
-  return sh.prefix;
+  // hand-over as in select_top_k, so no later phase can race with the read
+  const uint32_t thr = sh.prefix;
+  __syncthreads();
+  return thr;
 }
 
 // The row sampler: every thread of the block calls it; every thread gets the
