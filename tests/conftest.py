@@ -58,11 +58,19 @@ class KernelBackend:
     """Runs ops where the CUDA kernels live: on the GPU (tensors moved there) or
     through the emulator (CPU tensors, dmmd_ext.simt.use(), a fiber order)."""
 
-    def __init__(self, name):
+    def __init__(self, name, seed=1):
         self.name = name
         self.emulated = name.startswith("simt-")
         self.order = name.split("-", 1)[1] if self.emulated else None
         self.device = "cpu" if self.emulated else name
+        self.seed = seed
+
+    def reruns(self, n=3):
+        """Backends for n runs that must agree bitwise: the same GPU n times, or
+        this fiber order and n - 1 random ones."""
+        if not self.emulated:
+            return [self] * n
+        return [self] + [KernelBackend("simt-random", seed=s) for s in range(2, n + 1)]
 
     def __repr__(self):
         return f"KernelBackend({self.name})"
@@ -91,7 +99,7 @@ class KernelBackend:
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
         stack.enter_context(_simt.use())
-        stack.enter_context(_simt.order(self.order, seed=1))
+        stack.enter_context(_simt.order(self.order, seed=self.seed))
         return stack
 
     def call(self, fn, *args, **kwargs):

@@ -11,6 +11,8 @@ Error bounds (kernel vs float64 reference on the same input values):
 - float64 logits run a float64 kernel: rtol 1e-10.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -232,6 +234,57 @@ def test_nucleus_ties_are_inside():
     T = torch.log(torch.tensor([[0.4, 0.2, 0.4]]))
     thr = kernel_threshold(T, 1.0, 0.3)
     assert ((T >= thr[:, None]) == torch.tensor([[True, False, True]])).all()
+
+
+def _ln2_rows(dtype):
+    # masses known exactly in every exp (e^0 = 1, e^-ln2 = 1/2, e^-2ln2 = 1/4,
+    # e^-200 = 0 below the fast exp's range): 1, 1, 1/2, 1/2, 1/4 x 4 of 2^S, 0 x 8
+    ln2 = torch.log(torch.tensor(2.0, dtype=torch.float64)).to(dtype).double()
+    row = [0.0, 0.0, -ln2, -ln2] + [-2 * ln2] * 4 + [-200.0] * 8
+    gen = torch.Generator().manual_seed(3)
+    return torch.stack([torch.tensor(row)[torch.randperm(16, generator=gen)] for _ in range(4)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nucleus_fixed_point_rule_at_exact_boundaries(dtype):
+    # target = ceil(top_p * total) in 2^S units: 0.5 -> 2 (reached exactly by the two
+    # top classes), one ulp above 0.5 -> 2 + 2^-S (one more value joins), and so on
+    T = _ln2_rows(dtype).to(dtype)
+    up = lambda p: math.nextafter(p, 1.0)  # noqa: E731
+    top, half, quarter = 0.0, float(T.double().unique()[-2]), float(T.double().unique()[-3])
+    for p, want in [(0.25, top), (0.5, top), (up(0.5), half), (0.75, half), (up(0.75), quarter),
+                    (1 - 1e-6, quarter)]:
+        thr = kernel_threshold(T, 1.0, p).double()
+        assert bool((thr == want).all()), (p, thr)
+        if dtype == torch.float64:  # float64's exp(-ln2) is 1/2 too (float32's -ln2: not)
+            assert torch.equal(thr, R.nucleus_threshold_fixed(T, 1.0, p))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_nucleus_invariant_to_vocabulary_order(dtype):
+    # Integer masses: permuting the classes of S, T, A together leaves the threshold
+    # bitwise unchanged even with top_p on a cumulative mass (float sums would move
+    # with the order there); the loss then changes by float summation order only.
+    V = 3000
+    S, T, A = (logits(4, V, dtype, scale=2.0, seed=s) for s in (61, 62, 63))
+    p = torch.softmax(T.double(), -1).sort(-1, descending=True).values.cumsum(-1)
+    gen = torch.Generator().manual_seed(64)
+    perms = [torch.randperm(V, generator=gen) for _ in range(6)]
+    w = torch.ones(4, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    for top_p in [float(p[0, 40]), float(p[1, 400]), float(p[2, 7]), 0.9]:
+        loss0, st0 = GEN(S, T, A, w, 1.0, top_p, 2.0)
+        for perm in perms:
+            loss, st = GEN(S[:, perm], T[:, perm], A[:, perm], w, 1.0, top_p, 2.0)
+            assert torch.equal(st[:, GEN_THR], st0[:, GEN_THR]), top_p
+            torch.testing.assert_close(loss, loss0, rtol=1e-5, atol=1e-6)
+        thr = st0[:, GEN_THR].double()
+        fixed = R.nucleus_threshold_fixed(T, 1.0, top_p)
+        # the kernel's exp differs from float64's by its rounding: the same threshold
+        # or (top_p on a boundary) the neighbouring value of the row
+        t = T.double()
+        rank = lambda x: (t > x[:, None]).sum(1)  # noqa: E731
+        assert bool(((rank(thr) - rank(fixed)).abs() <= 1).all())
+        assert bool((thr == fixed).sum() >= 1)
 
 
 def test_sharpening_changes_loss_by_delta():
@@ -613,3 +666,27 @@ def test_cuda_vocabulary_262144_and_compile():
     fn = torch.compile(lambda s: ops.generator_loss(s, T, A, top_p=0.95, reduction="sum"),
                        fullgraph=True)
     torch.testing.assert_close(fn(S), loss.sum())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("V", [200, 50257])
+def test_cuda_nucleus_is_run_to_run_deterministic(kb, dtype, V):
+    # integer atomics: the same threshold and loss bits every run (every fiber
+    # order in the emulator) and for every order of the classes (float atomics
+    # made them depend on the atomics' order)
+    N = 16 if V < 50000 else 4
+    S, T, A = (logits(N, V, dtype, scale=2.0, seed=s) for s in (201, 202, 203))
+    w = torch.ones(N, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    perm = torch.randperm(V, generator=torch.Generator().manual_seed(204))
+    first, *again = kb.reruns()
+    gen0, aux0 = first.op("moment_generator_loss"), first.op("moment_auxiliary_loss")
+    for top_p in [0.3, 0.9, 0.999]:
+        l0, s0 = gen0(S, T, A, w, 1.0, top_p, 2.0)
+        a0, t0 = aux0(A, T, None, S, w, 1.0, top_p, 2.0, False)
+        for b in again:
+            l1, s1 = b.op("moment_generator_loss")(S, T, A, w, 1.0, top_p, 2.0)
+            a1, t1 = b.op("moment_auxiliary_loss")(A, T, None, S, w, 1.0, top_p, 2.0, False)
+            assert torch.equal(l1, l0) and torch.equal(s1, s0)
+            assert torch.equal(a1, a0) and torch.equal(t1, t0)
+        _, sp = gen0(S[:, perm], T[:, perm], A[:, perm], w, 1.0, top_p, 2.0)
+        assert torch.equal(sp[:, GEN_THR], s0[:, GEN_THR])

@@ -165,3 +165,17 @@ def test_cuda_matches_cpu_bitwise_edges(kb, dtype, V):
         cpu = ops.sample_categorical(l, 1.0, k, p, exclude=ex, seed=4, offset=8)
         dev = kb.call(ops.sample_categorical, l, 1.0, k, p, exclude=ex, seed=4, offset=8)
         assert torch.equal(cpu, dev), (k, p, ex)
+
+
+@pytest.mark.parametrize("V", [300, 50257])
+def test_cuda_top_p_sees_only_the_top_k(kb, V):
+    # Regression: select_top_k returned its shared prefix after its last barrier
+    # while select_top_p's thread 0 reset it, so slower warps could weigh classes
+    # outside the top k. Here those hold nearly all the mass: any leak moves the
+    # nucleus below the top-k threshold and draws from outside {0, 1}.
+    l = torch.full((256 if V < 1000 else 32, V), 4.8)
+    l[:, 0], l[:, 1] = 5.0, 4.9
+    for k, p in [(2, 0.5), (2, 0.999999), (1, 0.9)]:
+        dev = kb.call(ops.sample_categorical, l, 1.0, k, p, seed=5)
+        assert bool((dev >= 0).all() & (dev < k).all()), (k, p)
+        assert torch.equal(dev, ops.sample_categorical(l, 1.0, k, p, seed=5))

@@ -17,7 +17,9 @@
 // elements are converted to float in a stack buffer, their maxima raise the
 // online-softmax state once per chunk, then a lane loop the compiler
 // vectorizes accumulates with fixed shifts. x86-64 builds clone the hot loops
-// for AVX-512 and AVX2/FMA (target_clones) and pick at load time.
+// for AVX-512 and AVX2/FMA (target_clones) and pick at load time. The nucleus
+// histograms hold fixed-point integer masses (moment_loss.h, nucleus_mass), so
+// the threshold does not depend on the order of the classes.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -194,31 +196,35 @@ DMMD_CPU_CLONES void aux_chunk_grad(const acc_t* a, const acc_t* t, const acc_t*
 }
 
 // ---- nucleus threshold of softmax(T / tau) at level top_p (in T's units)
-// One radix pass's histogram: mass, count and key range per digit.
+// One radix pass's histogram: fixed-point mass (moment_loss.h, nucleus_mass)
+// and key range per digit.
 template <typename acc_t>
 struct RadixHist {
   using U = key_t<acc_t>;
-  acc_t mass[kRadixBuckets] = {};
-  int64_t count[kRadixBuckets] = {};
+  uint64_t mass[kRadixBuckets] = {};
   U lo[kRadixBuckets], hi[kRadixBuckets];
   RadixHist() {
     for (int d = 0; d < kRadixBuckets; ++d) lo[d] = ~U(0), hi[d] = 0;
   }
-  void add(const U* keys, const acc_t* e, int64_t m, int pass) {
+  void add(const U* keys, const acc_t* e, int64_t m, int pass, double scale) {
     for (int64_t i = 0; i < m; ++i) {
       const U k = keys[i];
       const int d = radix_digit<acc_t>(k, pass);
-      mass[d] += e[i];
-      ++count[d];
+      mass[d] += nucleus_mass(e[i], scale);
       lo[d] = std::min(lo[d], k);
       hi[d] = std::max(hi[d], k);
     }
+  }
+  uint64_t total() const {
+    uint64_t t = 0;
+    for (int d = 0; d < kRadixBuckets; ++d) t += mass[d];
+    return t;
   }
 };
 
 // keys: scratch room for V keys.
 template <typename scalar_t, typename acc_t>
-acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, acc_t top_p,
+acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, double top_p,
                         key_t<acc_t>* keys) {
   alignas(64) acc_t buf[kChunk];
   // pass 0: online max and sum of exp(T / tau)
@@ -230,8 +236,10 @@ acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, acc_t top_p
     z = z * rescale_factor(m, nm) + chunk_sum_exp(buf, np, shift_of(nm));
     m = nm;
   }
+  // z only screens the row: NaN or +inf in T makes it NaN (the loss is NaN)
   if (m == neg_inf<acc_t>() || !(z > 0) || !std::isfinite(z)) return neg_inf<acc_t>();
-  const acc_t h = shift_of(m), target = top_p * z;
+  const acc_t h = shift_of(m);
+  const double scale = mass_scale(V);
   // Radix passes over the keys of T, masses exp(T / tau - h). The first keeps
   // every key in `keys` (V of them, the caller's per-thread scratch); each later
   // one reads only the keys left under the chosen prefix and compacts them in
@@ -239,7 +247,7 @@ acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, acc_t top_p
   // Re-reading and re-filtering all of T in every pass cost twice as much.
   using U = key_t<acc_t>;
   U prefix = 0;
-  acc_t above = 0;
+  uint64_t above = 0, target = 0;
   int64_t live = V;
   alignas(64) acc_t e[kChunk];
   for (int pass = 0; pass < radix_passes<acc_t>(); ++pass) {
@@ -265,11 +273,12 @@ acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, acc_t top_p
         }
       }
       chunk_exp(e, m, inv_tau, h);
-      hist.add(k, e, m, pass);
+      hist.add(k, e, m, pass, scale);
       kept += m;
     }
     live = kept;
-    const int d = radix_choose(hist.mass, hist.count, target, above);
+    if (pass == 0) target = mass_target(hist.total(), top_p);
+    const int d = radix_choose(hist.mass, target, above);
     // one distinct key left in the chosen bucket: it is the threshold
     if (hist.lo[d] == hist.hi[d]) return from_key<acc_t>(hist.lo[d]);
     prefix |= U(d) << radix_shift<acc_t>(pass);
@@ -282,8 +291,7 @@ acc_t threshold_for(const scalar_t* T, int64_t V, const Sharpen& sh,
                     std::vector<key_t<acc_t>>& keys) {
   if (!sh.needs_nucleus()) return neg_inf<acc_t>();
   keys.resize(V);  // a no-op after a thread's first row
-  return nucleus_threshold<scalar_t, acc_t>(T, V, acc_t(1.0 / sh.tau), acc_t(sh.top_p),
-                                            keys.data());
+  return nucleus_threshold<scalar_t, acc_t>(T, V, acc_t(1.0 / sh.tau), sh.top_p, keys.data());
 }
 
 int64_t grain_rows(int64_t V) { return std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(V, 1)); }

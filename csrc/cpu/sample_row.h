@@ -19,10 +19,11 @@
 // classes), so only the blocks whose maximum reaches it can hold the top k;
 // their keys >= the bound are gathered (typically a little more than k) and
 // an exact selection on that short list (kth_largest: radix select over the
-// list's own [min, max] range) gives the threshold. Top-p builds its mass
-// list over the kept keys in ascending class order (the summation order of
-// the earlier copy-then-radix code, so thresholds are unchanged) and runs the
-// 8-bit radix mass select on it. The final Gumbel-max gathers the kept
+// list's own [min, max] range) gives the threshold. Top-p gathers the kept
+// keys, computes their fixed-point masses in one vectorized loop (topp_masses:
+// sample.h's topp_mass, integers, so the order of the sums cannot matter and
+// the threshold is bitwise the CUDA sampler's) and runs the 8-bit radix mass
+// select on the list. The final Gumbel-max gathers the kept
 // classes (blocks whose maximum reaches the threshold, branch-free inside),
 // draws their pairs' Philox words in batches and offers them in ascending
 // class order.
@@ -34,7 +35,7 @@
 //
 // Memory contract: reads one row of logits (strided, any of fp32/bf16/fp16)
 // once. Scratch (select only): O(V) uint32 keys, block maxima and list keys,
-// O(V) doubles for the top-p masses, allocated once per thread and reused
+// O(V) uint64 top-p masses, allocated once per thread and reused
 // across rows; the plain path uses a few KB of stack. Never allocates V-sized
 // noise or probabilities.
 #pragma once
@@ -58,7 +59,7 @@ struct RowScratch {
   std::vector<uint32_t> vkey;  // ord_key of every class of the row (excluded: 0)
   std::vector<uint32_t> bmax;  // max of vkey per block of classes
   std::vector<uint32_t> key;   // list work keys (selection, top-p)
-  std::vector<double> mass;    // list masses (top-p)
+  std::vector<uint64_t> mass;  // list masses (top-p, fixed point)
   void reserve(int64_t n) {
     if (static_cast<int64_t>(vkey.size()) >= n) return;
     vkey.resize(n);
@@ -130,6 +131,8 @@ KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float t, uint32_t* k
 KeyStats row_keys_f16(const c10::Half* row, int64_t V, float t, uint32_t* key);
 // bmax[i] = max of key over classes [i B, (i + 1) B).
 void block_max(const uint32_t* key, int64_t V, int64_t B, uint32_t* bmax);
+// mass[i] = topp_mass(key_float(key[i]), xmax, scale) for i < n.
+void topp_masses(const uint32_t* key, int64_t n, float xmax, double scale, uint64_t* mass);
 
 // lo[j], hi[j] = lo64 / hi64 of the Gumbel Philox words (sub-stream 0) of
 // element el[j], j < n: gumbel_words() for a batch (cpu/sample_simd.cpp).
@@ -192,49 +195,64 @@ inline uint32_t topk_threshold(RowScratch& s, int64_t V, int64_t B, int64_t k) {
   return kth_largest(tmp, c, k);
 }
 
-// Largest key t with mass{key >= t} >= top_p * total; destroys key[], mass[].
-inline uint32_t radix_select_mass(uint32_t* key, double* mass, int64_t n, double top_p) {
+// Mass per digit of key[0, n) in this pass. Integer sums are exact, so four
+// interleaved histograms (shorter store-to-load chains where neighbours share
+// a digit, as most do in the first pass) give the same totals.
+inline void mass_histogram(const uint32_t* key, const uint64_t* mass, int64_t n, int pass,
+                           uint64_t* hist) {
+  uint64_t h[4][kRadixBuckets] = {};
+  int64_t i = 0;
+  for (; i + 3 < n; i += 4)
+    for (int q = 0; q < 4; ++q) h[q][radix_digit(key[i + q], pass)] += mass[i + q];
+  for (; i < n; ++i) h[0][radix_digit(key[i], pass)] += mass[i];
+  for (int b = 0; b < kRadixBuckets; ++b) hist[b] = h[0][b] + h[1][b] + h[2][b] + h[3][b];
+}
+
+// Largest key t with mass{key >= t} >= mass_target(total, top_p); destroys
+// key[], mass[].
+inline uint32_t radix_select_mass(uint32_t* key, uint64_t* mass, int64_t n, double top_p) {
   uint32_t prefix = 0;
-  double above = 0.0, target = 0.0;
+  uint64_t above = 0, target = 0;
   for (int pass = 0; pass < kRadixPasses; ++pass) {
-    double hist[kRadixBuckets] = {0.0};
-    for (int64_t i = 0; i < n; ++i) hist[radix_digit(key[i], pass)] += mass[i];
+    uint64_t hist[kRadixBuckets];
+    mass_histogram(key, mass, n, pass, hist);
     if (pass == 0) {
-      double total = 0.0;
+      uint64_t total = 0;
       for (int b = 0; b < kRadixBuckets; ++b) total += hist[b];
-      target = top_p * total;
+      target = mass_target(total, top_p);
     }
     const int b = pick_bucket_mass(hist, above, target);
     prefix |= static_cast<uint32_t>(b) << radix_shift(pass);
-    int64_t j = 0;
-    for (int64_t i = 0; i < n; ++i)
-      if (radix_digit(key[i], pass) == static_cast<uint32_t>(b)) {
-        key[j] = key[i];
-        mass[j++] = mass[i];
-      }
+    int64_t j = 0;  // compaction, branch-free (the chosen bucket is often a large share)
+    for (int64_t i = 0; i < n; ++i) {
+      key[j] = key[i];
+      mass[j] = mass[i];
+      j += radix_digit(key[i], pass) == static_cast<uint32_t>(b);
+    }
     n = j;
   }
   return prefix;
 }
 
-// Top-p over the candidates with key >= lo (finite), masses exp(x - xmax) in
-// ascending class order; uses s.key, s.mass.
+// Top-p over the candidates with key >= lo (finite); uses s.key, s.mass. The
+// keys are gathered branch-free, then their masses computed in one loop.
 inline uint32_t topp_threshold(RowScratch& s, int64_t V, int64_t B, uint32_t lo, float xmax,
                                double top_p) {
   const int64_t M = (V + B - 1) / B;
   const uint32_t* key = s.vkey.data();
   const uint32_t* bmax = block_keys(s, B);
+  uint32_t* list = s.key.data();
   int64_t m = 0;
   for (int64_t i = 0; i < M; ++i) {
-    if (bmax[i] < lo) continue;
+    if (B > 1 && bmax[i] < lo) continue;
     const int64_t e = std::min(V, (i + 1) * B);
     for (int64_t v = i * B; v < e; ++v) {
-      if (key[v] < lo) continue;
-      s.key[m] = key[v];
-      s.mass[m++] = std::exp(static_cast<double>(key_float(key[v])) - static_cast<double>(xmax));
+      list[m] = key[v];
+      m += key[v] >= lo;
     }
   }
-  return radix_select_mass(s.key.data(), s.mass.data(), m, top_p);
+  topp_masses(list, m, xmax, mass_scale(V), s.mass.data());
+  return radix_select_mass(list, s.mass.data(), m, top_p);
 }
 
 // gumbel_bound (sample.h) for each leading-zero count of the noise bits.

@@ -1,15 +1,17 @@
 // The data-parallel loops of the CPU row sampler (cpu/sample_row.h):
 //   - order keys of a contiguous row (scaled logit -> ord_key, with the
 //     finite / +inf / NaN counts) and per-block key maxima (top-k/top-p path);
+//   - the fixed-point top-p masses of a list of keys (topp_masses);
 //   - the Gumbel Philox words of a batch of arbitrary pair elements, from the
 //     shared gathered-element Philox (cpu/philox_simd.h: AVX-512 or AVX2
 //     picked at run time, capped by DMMD_EXT_CPU_ISA; scalar elsewhere).
 //
 // Memory contract: reads one contiguous row of V logits (fp32/bf16/fp16), V
-// keys, or n Philox elements; writes V keys, ceil(V / B) maxima or 2n words
-// into caller-owned scratch. x86-64 GCC builds clone the key loops for AVX2
-// (target_clones) at run time; integer ops and the one IEEE division are
-// exact, so every variant writes the same bits as the scalar code (philox.h).
+// keys, or n Philox elements; writes V keys, ceil(V / B) maxima, n masses or
+// 2n words into caller-owned scratch. x86-64 GCC builds clone these loops for
+// AVX2 (target_clones) at run time; integer ops and single IEEE operations
+// (no FMA contraction in this build) round alike in every variant, so each
+// writes the same bits as the scalar code (philox.h, detmath.h).
 #include "clones.h"
 #include "philox_simd.h"
 #include "sample_row.h"
@@ -43,6 +45,15 @@ DMMD_CPU_CLONES_AVX2 void block_max(const uint32_t* key, int64_t V, int64_t B, u
     for (int64_t v = b0; v < e; ++v) m = key[v] > m ? key[v] : m;
     bmax[i] = m;
   }
+}
+
+// The fixed-point top-p masses of a list of keys: det_exp64 is branch-free
+// IEEE double arithmetic and integer bit operations, so GCC vectorizes the
+// loop (the CPU build disables FMA contraction: the bits stay those of the
+// scalar code and of the CUDA sampler).
+DMMD_CPU_CLONES_AVX2 void topp_masses(const uint32_t* key, int64_t n, float xmax, double scale,
+                                      uint64_t* mass) {
+  for (int64_t i = 0; i < n; ++i) mass[i] = topp_mass(key_float(key[i]), xmax, scale);
 }
 
 // Radix select over the range [min, max] of what is left, 8 bits per pass:

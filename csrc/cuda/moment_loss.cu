@@ -13,7 +13,13 @@
 // online-softmax accumulator over 16-byte vectors (8 bf16/fp16, 4 fp32, 2 fp64;
 // the row's unaligned head and its tail go element by element), the group
 // merges them with warp shuffles (+ shared memory across warps). The nucleus
-// uses a shared-memory histogram per group (radix select, 4 passes for float).
+// uses a shared-memory histogram per group (radix select, 4 passes for float)
+// of fixed-point masses (moment_loss.h, nucleus_mass) added with 64-bit
+// integer shared-memory atomics (native; float/double atomicAdd on shared
+// memory is a compare-and-swap loop): integer sums do not depend on the order
+// of the atomics, so the threshold, hence the loss, is run-to-run
+// deterministic. CPU and CUDA still differ in their exp (fast exp vs
+// __expf), so their losses agree to rounding, not bitwise.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -151,17 +157,15 @@ __device__ __forceinline__ void atomic_max_key(uint64_t* p, uint64_t v) {
 
 template <typename acc_t>
 struct RadixShared {
-  acc_t mass[kRadixBuckets];
-  int count[kRadixBuckets];
+  uint64_t mass[kRadixBuckets];  // fixed point (nucleus_mass)
   key_t<acc_t> lo[kRadixBuckets], hi[kRadixBuckets];
   key_t<acc_t> prefix;
-  acc_t above;
   int done;
 };
 
 template <int G, typename scalar_t, typename acc_t>
 __device__ acc_t nucleus_threshold(const scalar_t* T, int64_t V, const RowSplit<scalar_t>& rs,
-                                   acc_t inv_tau, acc_t top_p, RadixShared<acc_t>& sh,
+                                   acc_t inv_tau, double top_p, RadixShared<acc_t>& sh,
                                    LseAcc<acc_t>* scratch, int tid) {
   using U = key_t<acc_t>;
   DevExp ex;
@@ -177,13 +181,15 @@ __device__ acc_t nucleus_threshold(const scalar_t* T, int64_t V, const RowSplit<
     for (int i = 0; i < N; ++i) lse.s += ex(x[i] - h);
   });
   lse = group_reduce<G, acc_t>(lse, scratch);
+  // lse.s only screens the row: NaN or +inf in T makes it NaN (the loss is NaN)
   if (lse.m == neg_inf<acc_t>() || !(lse.s > acc_t(0)) || !isfinite(lse.s))
     return neg_inf<acc_t>();
-  const acc_t h = shift_of(lse.m), target = top_p * lse.s;
-  if (tid == 0) sh.prefix = 0, sh.above = 0, sh.done = 0;
+  const acc_t h = shift_of(lse.m);
+  const double scale = mass_scale(V);
+  uint64_t above = 0, target = 0;  // thread 0's
+  if (tid == 0) sh.prefix = 0, sh.done = 0;
   for (int pass = 0; pass < radix_passes<acc_t>(); ++pass) {
-    for (int d = tid; d < kRadixBuckets; d += G)
-      sh.mass[d] = 0, sh.count[d] = 0, sh.lo[d] = ~U(0), sh.hi[d] = 0;
+    for (int d = tid; d < kRadixBuckets; d += G) sh.mass[d] = 0, sh.lo[d] = ~U(0), sh.hi[d] = 0;
     group_sync<G>();
     const U prefix = sh.prefix, pmask = radix_prefix_mask<acc_t>(pass);
     rs.for_each(V, tid, G, [&]<int N>(int64_t j) {
@@ -194,17 +200,20 @@ __device__ acc_t nucleus_threshold(const scalar_t* T, int64_t V, const RowSplit<
         const U k = float_key(x[i]);
         if ((k & pmask) != prefix) continue;
         const int d = radix_digit<acc_t>(k, pass);
-        atomicAdd(&sh.mass[d], ex(x[i] * inv_tau - h));
-        atomicAdd(&sh.count[d], 1);
+        atomicAdd(reinterpret_cast<unsigned long long*>(&sh.mass[d]),
+                  static_cast<unsigned long long>(nucleus_mass(ex(x[i] * inv_tau - h), scale)));
         atomic_min_key(&sh.lo[d], k);
         atomic_max_key(&sh.hi[d], k);
       }
     });
     group_sync<G>();
     if (tid == 0) {
-      acc_t above = sh.above;
-      const int d = radix_choose(sh.mass, sh.count, target, above);
-      sh.above = above;
+      if (pass == 0) {
+        uint64_t total = 0;
+        for (int b = 0; b < kRadixBuckets; ++b) total += sh.mass[b];
+        target = mass_target(total, top_p);
+      }
+      const int d = radix_choose(sh.mass, target, above);
       if (sh.lo[d] == sh.hi[d]) {  // one distinct key left: the threshold
         sh.prefix = sh.lo[d];
         sh.done = 1;
@@ -265,7 +274,7 @@ __global__ void __launch_bounds__(kBlock)
     const scalar_t *Sr = S + r * ss, *Tr = T + r * ts, *Ar = A + r * as;
     const RowSplit<scalar_t> rs(p.V, Sr, Tr, Ar, nullptr);
     const acc_t thr = p.nucleus ? nucleus_threshold<G>(Tr, p.V, RowSplit<scalar_t>(p.V, Tr, nullptr, nullptr, nullptr),
-                                                       inv_tau, acc_t(p.top_p), sh.radix,
+                                                       inv_tau, p.top_p, sh.radix,
                                                        sh.template as<LseAcc<acc_t>>(), tid)
                                 : neg_inf<acc_t>();
     GenAcc<acc_t> acc;
@@ -365,7 +374,7 @@ __global__ void __launch_bounds__(kBlock)
     const scalar_t* Yr = soft ? Y + r * ys : nullptr;
     const RowSplit<scalar_t> rs(p.V, Ar, Tr, Yr, nullptr);
     const acc_t thr = p.nucleus ? nucleus_threshold<G>(Tr, p.V, RowSplit<scalar_t>(p.V, Tr, nullptr, nullptr, nullptr),
-                                                       inv_tau, acc_t(p.top_p), sh.radix,
+                                                       inv_tau, p.top_p, sh.radix,
                                                        sh.template as<LseAcc<acc_t>>(), tid)
                                 : neg_inf<acc_t>();
     AuxAcc<acc_t> acc;

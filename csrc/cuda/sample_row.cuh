@@ -2,8 +2,8 @@
 // sample_categorical (cuda/sample.cu) and posterior_step (cuda/posterior.cu);
 // the device-agnostic math (scores, keys, bucket picks) is
 // include/dmmd/sample.h, the same code the CPU row sampler runs, so results
-// are bitwise identical to the CPU for an explicit (seed, offset) (top-p: see
-// the note on mass accumulation below).
+// are bitwise identical to the CPU for an explicit (seed, offset), top-p
+// included (see the note on mass accumulation below).
 //
 // Memory contract: reads the row from global memory, once without
 // top-k/top-p (stats and Gumbel-max fused in one pass), otherwise once for the
@@ -11,13 +11,16 @@
 // pass (re-reads hit L2 for rows of a few hundred KB). Pairs (v, v+1) are
 // loaded together (8-byte fp32 / 4-byte fp16/bf16 loads when the row is
 // contiguous and aligned) because one Philox call serves the pair. Shared
-// memory: 256 counts + 256 float64 masses + reduction scratch. Nothing V-sized
+// memory: 256 counts + 256 uint64 masses + reduction scratch. Nothing V-sized
 // is written.
 //
-// Top-p mass is accumulated in float64 with shared-memory atomics, so its
-// summation order differs from the CPU's sequential order; the nucleus
-// threshold can then differ only when a cumulative mass lies within ~1e-16
-// relative of top_p * total.
+// Top-p masses are the fixed-point integers of sample.h (topp_mass:
+// det_exp64, one rounding to 2^-S units), accumulated with 64-bit integer
+// shared-memory atomics (native): integer sums do not depend on the order of
+// the atomics, so the threshold is run-to-run deterministic and equal to the
+// CPU's. Phases hand values to each other through `sh`: a value a phase
+// returns is read into a register before its last barrier, because the next
+// phase's thread 0 may overwrite the shared copy at once.
 #pragma once
 #include "runtime.cuh"
 
@@ -49,10 +52,10 @@ struct RowShared {
     typename cub::BlockReduce<float, BLOCK>::TempStorage f32;
   } red;
   uint32_t count[kRadixBuckets];
-  double mass[kRadixBuckets];
+  uint64_t mass[kRadixBuckets];  // fixed point (sample.h, topp_mass)
   uint32_t prefix;
   int64_t k;
-  double above, target;
+  uint64_t above, target;
   int64_t result;
   RowStats stats;
 };
@@ -133,15 +136,15 @@ __device__ Best score_pass(const T* row, int64_t V, int64_t stride, bool vec,
   return out;
 }
 
-// One radix pass over the keys still in play: counts (top-k) or masses
-// (top-p, e = exp(x - xmax) for keys >= thr_k).
+// One radix pass over the keys still in play: counts (top-k) or fixed-point
+// masses (top-p, topp_mass for keys >= thr_k; scale = mass_scale(V)).
 template <int BLOCK, typename T, bool MASS>
 __device__ void radix_pass(const T* row, int64_t V, int64_t stride, bool vec,
                            const SampleParams& p, int pass, uint32_t prefix, uint32_t thr_k,
-                           float xmax, RowShared<BLOCK>& sh) {
+                           float xmax, double scale, RowShared<BLOCK>& sh) {
   for (int b = threadIdx.x; b < kRadixBuckets; b += BLOCK) {
     sh.count[b] = 0;
-    sh.mass[b] = 0.0;
+    sh.mass[b] = 0;
   }
   __syncthreads();
   const int64_t half = static_cast<int64_t>(pairs_per_row(V));
@@ -156,7 +159,8 @@ __device__ void radix_pass(const T* row, int64_t V, int64_t stride, bool vec,
       if (key < thr_k || !radix_match(key, prefix, pass)) continue;
       const uint32_t d = radix_digit(key, pass);
       if (MASS)
-        atomicAdd(&sh.mass[d], exp(static_cast<double>(x) - static_cast<double>(xmax)));
+        atomicAdd(reinterpret_cast<unsigned long long*>(&sh.mass[d]),
+                  static_cast<unsigned long long>(topp_mass(x, xmax, scale)));
       else
         atomicAdd(&sh.count[d], 1u);
     }
@@ -173,7 +177,7 @@ __device__ uint32_t select_top_k(const T* row, int64_t V, int64_t stride, bool v
   }
   __syncthreads();
   for (int pass = 0; pass < kRadixPasses; ++pass) {
-    radix_pass<BLOCK, T, false>(row, V, stride, vec, p, pass, sh.prefix, 0u, 0.0f, sh);
+    radix_pass<BLOCK, T, false>(row, V, stride, vec, p, pass, sh.prefix, 0u, 0.0f, 0.0, sh);
     if (threadIdx.x == 0) {
       int64_t k = sh.k;
       const int b = pick_bucket_count(sh.count, k);
@@ -182,7 +186,10 @@ __device__ uint32_t select_top_k(const T* row, int64_t V, int64_t stride, bool v
     }
     __syncthreads();
   }
-  return sh.prefix;
+  // select_top_p's thread 0 resets sh.prefix next: read it before a barrier
+  const uint32_t thr = sh.prefix;
+  __syncthreads();
+  return thr;
 }
 
 template <int BLOCK, typename T>
@@ -191,25 +198,29 @@ __device__ uint32_t select_top_p(const T* row, int64_t V, int64_t stride, bool v
                                  RowShared<BLOCK>& sh) {
   if (threadIdx.x == 0) {
     sh.prefix = 0;
-    sh.above = 0.0;
+    sh.above = 0;
   }
   __syncthreads();
+  const double scale = mass_scale(V);
   for (int pass = 0; pass < kRadixPasses; ++pass) {
-    radix_pass<BLOCK, T, true>(row, V, stride, vec, p, pass, sh.prefix, thr_k, xmax, sh);
+    radix_pass<BLOCK, T, true>(row, V, stride, vec, p, pass, sh.prefix, thr_k, xmax, scale, sh);
     if (threadIdx.x == 0) {
       if (pass == 0) {
-        double total = 0.0;
+        uint64_t total = 0;
         for (int b = 0; b < kRadixBuckets; ++b) total += sh.mass[b];
-        sh.target = p.top_p * total;
+        sh.target = mass_target(total, p.top_p);
       }
-      double above = sh.above;
+      uint64_t above = sh.above;
       const int b = pick_bucket_mass(sh.mass, above, sh.target);
       sh.above = above;
       sh.prefix |= static_cast<uint32_t>(b) << radix_shift(pass);
     }
     __syncthreads();
   }
-  return sh.prefix;
+  // hand-over as in select_top_k, so no later phase can race with the read
+  const uint32_t thr = sh.prefix;
+  __syncthreads();
+  return thr;
 }
 
 // The row sampler: every thread of the block calls it; every thread gets the

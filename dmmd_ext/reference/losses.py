@@ -8,6 +8,14 @@ Conventions shared with the kernels:
   indicator of the nucleus of softmax(T / tau) at level top_p: the smallest set of
   most probable classes with mass >= top_p, found here by sorting. Every class whose
   logit equals the threshold class's logit (equal probability) is inside.
+- The kernels select the nucleus on integer masses (`nucleus_threshold_fixed` states
+  the rule): m_j = round(min(e_j, 1) * 2^S), e_j = exp(T_j / tau - max) from their own
+  exp, S = min(52, 62 - V.bit_length()); the threshold is the largest T_j whose upper
+  set holds mass >= min(total, ceil(top_p * total)). Integer sums make it independent
+  of summation order (CUDA atomics included). `nucleus_threshold` below uses exact
+  float64 probabilities instead: the two differ only when a cumulative mass lies
+  within the kernels' exp rounding (~1e-7 relative for float32 accumulation) or 2^-S
+  of top_p.
 - 0 * (+-inf) terms count as 0 (a class with p_j = 0, or y_j + t~_j = 0, adds nothing).
 - Rows with weight 0 give loss 0 whatever their logits hold.
 """
@@ -15,6 +23,8 @@ Conventions shared with the kernels:
 from __future__ import annotations
 
 import torch
+
+from .sampling import mass_fixed, mass_target
 
 
 def nucleus_threshold(teacher: torch.Tensor, tau: float, top_p: float) -> torch.Tensor:
@@ -26,6 +36,20 @@ def nucleus_threshold(teacher: torch.Tensor, tau: float, top_p: float) -> torch.
     cum = sorted_p.cumsum(dim=-1)
     k = (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=t.shape[-1] - 1)
     return t.gather(-1, order.gather(-1, k)).squeeze(-1)
+
+
+def nucleus_threshold_fixed(teacher: torch.Tensor, tau: float, top_p: float) -> torch.Tensor:
+    """[N, V] -> [N] float64: the kernels' nucleus rule (module docstring) with exact
+    float64 exp; rows with a NaN or +inf logit are left out (the kernels give them
+    no nucleus and a NaN loss)."""
+    t = teacher.double()
+    x = t / tau
+    e = torch.exp(x - x.max(dim=-1, keepdim=True).values).clamp(max=1.0)
+    m = mass_fixed(e, t.shape[-1])
+    sorted_t, order = t.sort(dim=-1, descending=True, stable=True)
+    cum = m.gather(-1, order).cumsum(dim=-1)
+    k = (cum < mass_target(cum[..., -1:], top_p)).sum(dim=-1, keepdim=True)
+    return sorted_t.gather(-1, k.clamp(max=t.shape[-1] - 1)).squeeze(-1)
 
 
 def nucleus_mask(teacher: torch.Tensor, tau: float, top_p: float) -> torch.Tensor:

@@ -24,6 +24,7 @@
 #include <limits>
 
 #include "common.h"
+#include "detmath.h"
 
 namespace dmmd {
 
@@ -279,9 +280,14 @@ DMMD_HD F from_key(key_t<F> k) {
 }
 
 // Radix select, most significant digit first, 8 bits per pass (4 passes for
-// float keys, 8 for double). A pass histograms the probability mass (and the
-// count) of the elements whose key matches the prefix chosen so far; the
-// threshold is the largest key K with mass(key >= K) >= top_p * total.
+// float keys, 8 for double). A pass histograms the probability mass of the
+// elements whose key matches the prefix chosen so far (plus their key range,
+// to stop once one distinct key is left); the threshold is the largest key K
+// with mass(key >= K) >= target. Masses are the sampler's unsigned 64-bit
+// fixed point (detmath.h, nucleus_mass): integer sums are exact, so the
+// threshold does not depend on the order in which elements are added (CUDA's
+// atomics, the CPU's compaction), and target = mass_target(total, top_p) is
+// taken from the integer total of the first pass.
 constexpr int kRadixBits = 8;
 constexpr int kRadixBuckets = 1 << kRadixBits;
 template <typename F>
@@ -301,26 +307,21 @@ DMMD_HD int radix_digit(key_t<F> key, int pass) {
   return static_cast<int>((key >> radix_shift<F>(pass)) & (kRadixBuckets - 1));
 }
 
+// Mass of one element in the fixed point of detmath.h, m = round(min(e, 1)
+// 2^S), scale = mass_scale(V) = 2^S. e = exp(T_j / tau - max) comes from the
+// kernel's own exp (a fast one on CPU, __expf on CUDA), which may round
+// slightly above 1 at the maximum: the clamp keeps the row total < 2^62.
+template <typename acc_t>
+DMMD_HD uint64_t nucleus_mass(acc_t e, double scale) {
+  const double y = static_cast<double>(e);
+  return mass_fixed(y < 1.0 ? y : 1.0, scale);
+}
+
 // Picks this pass's digit: the largest d with above + mass(digits >= d) >=
-// target. Float rounding can leave the target unreached in a later pass; then
-// the lowest non-empty bucket (everything left) is taken. Updates `above` to
-// the mass of the keys above the chosen bucket.
-template <typename acc_t, typename Mass, typename Count>
-DMMD_HD int radix_choose(const Mass* mass, const Count* count, acc_t target, acc_t& above) {
-  acc_t cum = above;
-  int lowest = 0;
-  for (int d = kRadixBuckets - 1; d >= 0; --d) {
-    if (count[d] == 0) continue;
-    lowest = d;
-    const acc_t next = cum + static_cast<acc_t>(mass[d]);
-    if (next >= target) {
-      above = cum;
-      return d;
-    }
-    cum = next;
-  }
-  above = cum - static_cast<acc_t>(mass[lowest]);  // unreached: keep all that is left
-  return lowest;
+// target, skipping empty buckets (detmath.h, pick_mass_bucket). Updates
+// `above` to the mass of the keys above the chosen bucket.
+DMMD_HD int radix_choose(const uint64_t* mass, uint64_t target, uint64_t& above) {
+  return pick_mass_bucket<kRadixBuckets>(mass, above, target);
 }
 
 }  // namespace dmmd

@@ -3,7 +3,7 @@
 // CUDA one (cuda/sample_row.cuh), which sample_categorical and posterior_step
 // both call.
 //
-// Semantics of one row (documented in docs/_parts/sampling-architecture.md and
+// Semantics of one row (documented in docs/ARCHITECTURE.md, "Sampling", and
 // stated in dmmd_ext/reference/sampling.py):
 //   candidates  = classes v != exclude;
 //   x_v         = l_v / T in float32 (ddiv), the "scaled logit";
@@ -13,7 +13,12 @@
 //                 (score = Gumbel noise alone) and top-k / top-p are moot;
 //   top-k       = keep x_v >= the k-th largest x (ties at the threshold kept);
 //   top-p       = over the kept classes, keep x_v >= x* where x* is the largest
-//                 value whose upper set {x >= x*} holds mass >= top_p (ties kept);
+//                 value whose upper set {x >= x*} holds mass >= target (ties
+//                 kept); masses are integers m_v = round(det_exp64(x_v - xmax)
+//                 2^S), S = min(52, 62 - bit_width(V)), xmax the row's largest
+//                 x, and target = min(total, ceil(top_p * double(total))) for
+//                 the integer total of the kept masses (topp_mass, mass_target:
+//                 exact integer sums, so CPU and CUDA agree bitwise);
 //   draw        = argmax over kept v of dadd(x_v, g_v), lowest index on ties.
 // Noise for (row, v): Philox sub-stream 0, element row * ceil(V/2) + v/2,
 // words 0-1 for even v and words 2-3 for odd v (one Philox call per pair).
@@ -151,28 +156,19 @@ DMMD_HD int pick_bucket_count(const C* count, int64_t& k) {
   return 0;  // unreachable when k <= the total
 }
 
-// Top-p step: probability mass per bucket; `above` is the mass of all keys
-// above the ones still in play. Returns the highest bucket b at which the mass
-// of {keys >= bucket b} reaches target and adds the mass of buckets above b to
-// `above`. If rounding keeps the total below target, the lowest non-empty
-// bucket is chosen (the nucleus is then every kept class).
-DMMD_HD int pick_bucket_mass(const double* mass, double& above, double target) {
-  int last = -1;
-  double acc = above;
-  for (int b = kRadixBuckets - 1; b >= 0; --b) {
-    if (mass[b] <= 0.0) continue;
-    if (acc + mass[b] >= target) {
-      above = acc;
-      return b;
-    }
-    acc += mass[b];
-    last = b;
-  }
-  if (last >= 0) {
-    above = acc - mass[last];
-    return last;
-  }
-  return 0;
+// Top-p mass of a kept class (scaled logit x, row maximum xmax) in the fixed
+// point of detmath.h: m = round(det_exp64(x - xmax) 2^S), S = mass_scale_bits(V),
+// scale = 2^S. x - xmax is one double subtraction; det_exp64 of a value <= 0
+// is <= 1, so a row's masses sum to < 2^62 and the sums are exact in any order.
+DMMD_HD uint64_t topp_mass(float x, float xmax, double scale) {
+  return mass_fixed(det_exp64(sub64(static_cast<double>(x), static_cast<double>(xmax))), scale);
+}
+
+// Top-p step over the integer masses of the keys still in play (`above`: the
+// mass of the keys above them; target = mass_target(total, top_p)): the
+// bucket holding the threshold (detmath.h, pick_mass_bucket).
+DMMD_HD int pick_bucket_mass(const uint64_t* mass, uint64_t& above, uint64_t target) {
+  return pick_mass_bucket<kRadixBuckets>(mass, above, target);
 }
 
 }  // namespace dmmd
