@@ -64,10 +64,12 @@ def assert_loss_close(got, want, scale=1.0, rtol=2e-5):
     assert (err <= bound).all(), f"max err {err.max().item():.3e}"
 
 
-def assert_grad_close(got, want, dtype):
+def assert_grad_close(got, want, dtype, ulps=1):
+    """got vs want within the dtype's rounding; ulps=2 when both sides are kernel
+    outputs (each rounded to bf16/fp16 once, so they may differ by one unit)."""
     got, want = got.double().cpu(), want.double().cpu()
     assert got.shape == want.shape
-    rtol = GRAD_RTOL[dtype]
+    rtol = GRAD_RTOL[dtype] * (ulps if dtype in (torch.bfloat16, torch.float16) else 1)
     atol = 1e-12 if dtype == torch.float64 else 1e-6 if dtype != torch.float32 else 1e-5
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
 
@@ -611,7 +613,7 @@ def test_cuda_matches_cpu(kb, dtype, V, top_p):
     g = torch.randn(N)
     dc = GEN_BWD(g, S, T, A, w, sc, 0.9, 2.0)
     dg = gen_bwd(g, S, T, A, w, sg, 0.9, 2.0)
-    assert_grad_close(dg, dc, dtype)
+    assert_grad_close(dg, dc, dtype, ulps=2)
     for target in (ids, S):
         hard = target.dtype == torch.int64
         args = (target if hard else None, None if hard else target, w)
@@ -620,7 +622,7 @@ def test_cuda_matches_cpu(kb, dtype, V, top_p):
         assert_loss_close(lg, lc, rtol=2e-5 if V < 50000 else 1e-4)
         dc = AUX_BWD(g, A, T, *args, sc, 0.9, 2.0)
         dg = aux_bwd(g, A, T, *args, sg, 0.9, 2.0)
-        assert_grad_close(dg, dc, dtype)
+        assert_grad_close(dg, dc, dtype, ulps=2)
 
 
 @pytest.mark.simt_edge
