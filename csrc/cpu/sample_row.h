@@ -197,9 +197,15 @@ inline uint32_t topk_threshold(RowScratch& s, int64_t V, int64_t B, int64_t k) {
 
 // Mass per digit of key[0, n) in this pass. Integer sums are exact, so four
 // interleaved histograms (shorter store-to-load chains where neighbours share
-// a digit, as most do in the first pass) give the same totals.
+// a digit, as most do in the first pass) give the same totals; short lists
+// skip clearing the other three.
 inline void mass_histogram(const uint32_t* key, const uint64_t* mass, int64_t n, int pass,
                            uint64_t* hist) {
+  if (n < 1024) {
+    std::fill(hist, hist + kRadixBuckets, uint64_t{0});
+    for (int64_t i = 0; i < n; ++i) hist[radix_digit(key[i], pass)] += mass[i];
+    return;
+  }
   uint64_t h[4][kRadixBuckets] = {};
   int64_t i = 0;
   for (; i + 3 < n; i += 4)

@@ -163,10 +163,14 @@ struct RadixShared {
   int done;
 };
 
+// Not inlined: the radix passes and the kernels' loss loops then get their own
+// register allocations (inlined, ptxas capped the half/bf16 kernels at 64
+// registers and spilled up to 80 bytes; now 0-4).
 template <int G, typename scalar_t, typename acc_t>
-__device__ acc_t nucleus_threshold(const scalar_t* T, int64_t V, const RowSplit<scalar_t>& rs,
-                                   acc_t inv_tau, double top_p, RadixShared<acc_t>& sh,
-                                   LseAcc<acc_t>* scratch, int tid) {
+__device__ __noinline__ acc_t nucleus_threshold(const scalar_t* T, int64_t V,
+                                                const RowSplit<scalar_t>& rs, acc_t inv_tau,
+                                                double top_p, RadixShared<acc_t>& sh,
+                                                LseAcc<acc_t>* scratch, int tid) {
   using U = key_t<acc_t>;
   DevExp ex;
   LseAcc<acc_t> lse;

@@ -308,13 +308,23 @@ DMMD_HD int radix_digit(key_t<F> key, int pass) {
 }
 
 // Mass of one element in the fixed point of detmath.h, m = round(min(e, 1)
-// 2^S), scale = mass_scale(V) = 2^S. e = exp(T_j / tau - max) comes from the
-// kernel's own exp (a fast one on CPU, __expf on CUDA), which may round
-// slightly above 1 at the maximum: the clamp keeps the row total < 2^62.
+// 2^S) (ties to even), scale = mass_scale(V) = 2^S. e = exp(T_j / tau - max)
+// comes from the kernel's own exp (a fast one on CPU, __expf on CUDA), which
+// may round slightly above 1 at the maximum: the clamp keeps the row total
+// < 2^62. min(e, 1) * 2^S is exact in acc_t; the device rounds it with one
+// conversion instruction (no float64 registers in the float kernels), the
+// host with mass_fixed: the same integer.
 template <typename acc_t>
 DMMD_HD uint64_t nucleus_mass(acc_t e, double scale) {
-  const double y = static_cast<double>(e);
-  return mass_fixed(y < 1.0 ? y : 1.0, scale);
+  const acc_t y = (e < acc_t(1) ? e : acc_t(1)) * static_cast<acc_t>(scale);
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(acc_t) == 4)
+    return __float2ull_rn(y);
+  else
+    return __double2ull_rn(y);
+#else
+  return mass_fixed(static_cast<double>(y), 1.0);
+#endif
 }
 
 // Picks this pass's digit: the largest d with above + mass(digits >= d) >=
