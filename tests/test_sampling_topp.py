@@ -33,15 +33,7 @@ def exact_draw(l, T=1.0, k=0, p=1.0, exclude=-1, seed=0, offset=0):
     V = l.shape[-1]
     l = l.reshape(-1, V).float()
     N = l.shape[0]
-    x = l / torch.full_like(l, float(torch.tensor(T, dtype=torch.float32)))
-    cand = torch.ones(N, V, dtype=torch.bool)
-    if exclude >= 0:
-        cand[:, exclude] = False
-    nan_row = (torch.isnan(l) & cand).any(1)
-    x = torch.where(cand & ~nan_row[:, None], x, torch.full_like(x, -INF))
-    valid = (x > -INF).any(1) & ~nan_row
-    has_inf = (x == INF).any(1, keepdim=True)
-    keep = torch.where(has_inf, x == INF, RS.keep_set(x, k, p))
+    x, valid, keep = RS.kept_classes(l, T, k, p, exclude)
     g = kernel_noise(N, V, seed, offset)
     score = torch.where(x == INF, g, x + g)  # float32 IEEE add, as dadd
     score = torch.where(keep, score, torch.full_like(score, -INF))

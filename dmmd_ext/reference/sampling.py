@@ -123,12 +123,12 @@ def keep_set(x: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     return keep
 
 
-def sample_categorical(logits, temperature=1.0, top_k=0, top_p=1.0, mask=None, exclude=-1, *,
-                       seed: int, offset: int = 0, return_margin: bool = False):
-    V = logits.shape[-1]
-    lead = logits.shape[:-1]
-    l = logits.detach().reshape(-1, V).cpu().float()
-    N = l.shape[0]
+def kept_classes(l: torch.Tensor, temperature: float, top_k: int, top_p: float,
+                 exclude: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For float32 rows l [N, V]: the scaled logits x (-inf for non-candidates),
+    the valid rows (no NaN candidate, some x > -inf) and the kept set (the +inf
+    classes if any, else top-k then top-p)."""
+    N, V = l.shape
     x = l / torch.full_like(l, float(torch.tensor(temperature, dtype=torch.float32)))
     cand = torch.ones(N, V, dtype=torch.bool)
     if exclude >= 0:
@@ -136,10 +136,20 @@ def sample_categorical(logits, temperature=1.0, top_k=0, top_p=1.0, mask=None, e
     nan_row = (torch.isnan(l) & cand).any(1)
     x = torch.where(cand & ~nan_row[:, None], x, torch.full_like(x, -_INF))
     valid = (x > -_INF).any(1) & ~nan_row
-    if mask is not None:
-        valid &= mask.reshape(-1).cpu()
     has_inf = (x == _INF).any(1, keepdim=True)
     keep = torch.where(has_inf, x == _INF, keep_set(x, top_k, top_p))
+    return x, valid, keep
+
+
+def sample_categorical(logits, temperature=1.0, top_k=0, top_p=1.0, mask=None, exclude=-1, *,
+                       seed: int, offset: int = 0, return_margin: bool = False):
+    V = logits.shape[-1]
+    lead = logits.shape[:-1]
+    l = logits.detach().reshape(-1, V).cpu().float()
+    N = l.shape[0]
+    x, valid, keep = kept_classes(l, temperature, top_k, top_p, exclude)
+    if mask is not None:
+        valid &= mask.reshape(-1).cpu()
     g = gumbel_noise(N, V, seed, offset)
     x64 = x.double()
     score = torch.where(x == _INF, g, x64 + g)
