@@ -27,9 +27,11 @@ at::Tensor philox_hook(int64_t seed, int64_t offset, int64_t sub_stream, const a
   TORCH_CHECK(elements.scalar_type() == at::kLong, "elements: expected int64, got ",
               elements.scalar_type());
   // The ops' own ranges (rng_cpu.h / rng_cuda.cuh; sub-streams are uint32).
-  TORCH_CHECK(offset >= 0, "offset: expected a non-negative integer, got ", offset);
-  TORCH_CHECK(sub_stream >= 0 && sub_stream <= int64_t{0xFFFFFFFF},
-              "sub_stream: expected an integer in [0, 2^32), got ", sub_stream);
+  TORCH_CHECK(offset >= 0 && static_cast<uint64_t>(offset) <= dmmd::kMaxOffset,
+              "offset: expected an integer in [0, 2^61), got ", offset);
+  TORCH_CHECK(sub_stream >= 0 && sub_stream < int64_t{dmmd::kSubStreamsPerCall},
+              "sub_stream: expected an integer in [0, ", dmmd::kSubStreamsPerCall, "), got ",
+              sub_stream);
   auto e = elements.contiguous().to(at::kCPU);
   auto out = at::empty({e.numel(), 4}, e.options());
   auto* ep = e.data_ptr<int64_t>();

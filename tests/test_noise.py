@@ -56,8 +56,8 @@ def _philox_py(ctr, key):
 
 def _contract_counter(offset, sub_stream, element):
     """Our counter, written out from docs/ARCHITECTURE.md ("Random numbers"):
-    (element_lo, element_hi, block_lo, 2^31 | block_hi), block = offset // 4 + sub_stream."""
-    b = offset // 4 + sub_stream
+    (element_lo, element_hi, block_lo, 2^31 | block_hi), block = 4 * offset + sub_stream."""
+    b = 4 * offset + sub_stream
     return (element & _M32, element >> 32, b & _M32, 0x80000000 | (b >> 32))
 
 
@@ -88,24 +88,27 @@ _LAYOUT_WANT = (0xA12BC7D0, 0x9B05C632, 0x5C0324C8, 0x3DA0C9C3)
 
 def test_philox_draw_counter_layout():
     # (seed, offset, sub_stream, element) -> counter (e_lo, e_hi, b_lo, 2^31 | b_hi),
-    # b = offset/4 + sub_stream, key = seed.
+    # b = 4 * offset + sub_stream (offset counts calls, 4 sub-streams each), key = seed.
     seed, element, block = _LAYOUT_SEED, _LAYOUT_ELEMENT, _LAYOUT_BLOCK
-    assert _contract_counter(4 * block, 0, element) == (0x243F6A88, 0x85A308D3, 0x13198A2E,
-                                                        0x83707344)
-    assert _philox_py(_contract_counter(4 * block, 0, element), _key(seed)) == _LAYOUT_WANT
+    off0, sub0 = block >> 2, block & 3
+    assert _contract_counter(off0, sub0, element) == (0x243F6A88, 0x85A308D3, 0x13198A2E,
+                                                      0x83707344)
+    assert _philox_py(_contract_counter(off0, sub0, element), _key(seed)) == _LAYOUT_WANT
     el = torch.tensor([_s64(element)])
-    got = torch.ops.dmmd_ext.philox(_s64(seed), 4 * block, 0, el)
+    got = torch.ops.dmmd_ext.philox(_s64(seed), off0, sub0, el)
     assert tuple(got[0].tolist()) == _LAYOUT_WANT
-    ref = noise.philox_draw(seed, 4 * block, 0, el)
+    ref = noise.philox_draw(seed, off0, sub0, el)
     assert tuple(ref[0].tolist()) == _LAYOUT_WANT
-    # a sub-stream is one block further on; offset % 4 is dropped
-    for off, s in [(4 * (block - 1), 1), (4 * block + 3, 0), (4 * (block - 7) + 2, 7)]:
-        assert tuple(torch.ops.dmmd_ext.philox(_s64(seed), off, s, el)[0].tolist()) == _LAYOUT_WANT
-        assert tuple(noise.philox_draw(seed, off, s, el)[0].tolist()) == _LAYOUT_WANT
+    # every other (offset, sub_stream) nearby is another block: nothing is dropped
+    for off, s in [(off0, 0), (off0, 1), (off0, 3), (off0 + 1, sub0), (off0 - 1, sub0),
+                   (off0 + 1, 0), (off0 - 1, 3)]:
+        got = tuple(torch.ops.dmmd_ext.philox(_s64(seed), off, s, el)[0].tolist())
+        assert got != _LAYOUT_WANT, (off, s)
+        assert got == _philox_py(_contract_counter(off, s, element), _key(seed))
     # the largest offset and sub-stream the ops accept: block < 2^63, tag intact
-    off, s = (1 << 63) - 1, (1 << 32) - 1
+    off, s = (1 << 61) - 1, 3
     c = _contract_counter(off, s, element)
-    assert c[3] >> 31 == 1 and (c[3] & 0x7FFFFFFF) == (off // 4 + s) >> 32
+    assert c[3] >> 31 == 1 and (c[3] & 0x7FFFFFFF) == (4 * off + s) >> 32 == (1 << 31) - 1
     want = _philox_py(c, _key(seed))
     assert tuple(torch.ops.dmmd_ext.philox(_s64(seed), off, s, el)[0].tolist()) == want
     assert tuple(noise.philox_draw(seed, off, s, el)[0].tolist()) == want
@@ -116,12 +119,20 @@ def test_philox_hook_rejects_out_of_contract_arguments():
     el = torch.tensor([0])
     with pytest.raises(RuntimeError, match="offset"):
         torch.ops.dmmd_ext.philox(1, -4, 0, el)
+    with pytest.raises(RuntimeError, match="offset"):
+        torch.ops.dmmd_ext.philox(1, 1 << 61, 0, el)
+    with pytest.raises(RuntimeError, match="sub_stream"):
+        torch.ops.dmmd_ext.philox(1, 0, 4, el)
     with pytest.raises(RuntimeError, match="sub_stream"):
         torch.ops.dmmd_ext.philox(1, 0, 1 << 32, el)
     with pytest.raises(RuntimeError, match="sub_stream"):
         torch.ops.dmmd_ext.philox(1, 0, -1, el)
     with pytest.raises(ValueError):
         noise.philox_counter(-4, 0, el)
+    with pytest.raises(ValueError):
+        noise.philox_counter(1 << 61, 0, el)
+    with pytest.raises(ValueError):
+        noise.philox_counter(0, 4, el)
 
 
 # The Philox coordinates each random op uses (csrc/include/dmmd/common.h SubStream,
@@ -138,7 +149,7 @@ def _op_coordinates(n_rows=3, V=7, n_pos=5):
 
 
 _SEEDS = [0, 1, 0x299F31D0A4093822, (1 << 64) - 1]
-_OFFSETS = [0, 4, 8, 12, 4096 + 4, 4 * (1 << 32), (1 << 62) + 8, (1 << 63) - 4]
+_OFFSETS = [0, 1, 2, 3, 4, 1025, 1 << 32, (1 << 60) + 2, (1 << 61) - 1]
 
 
 @pytest.mark.parametrize("op", ["corrupt", "sample_categorical", "posterior_step"])
@@ -147,8 +158,8 @@ def test_counters_disjoint_from_torch_philox(op):
     # and counter (offset/4 + calls, thread index); a thread index is < 2^32 in
     # practice (< 2^63 always), so torch's word w has the top bit clear. Ours has it
     # set for every offset an op accepts, so no draw of ours replays one of torch's.
-    # Before the fix our counter (element, offset/4 + sub_stream) was exactly
-    # torch's counter of thread offset/4 + sub_stream at offset 4 * element.
+    # Without the tag our counter (element, block) would be exactly torch's
+    # counter of thread `block` at offset 4 * element.
     for seed in _SEEDS:
         for offset in _OFFSETS:
             for sub_stream, elements in _op_coordinates()[op]:
@@ -163,7 +174,7 @@ def test_counters_disjoint_from_torch_philox(op):
                 assert torch.equal(ours, noise.philox_draw(seed, offset, sub_stream, el))
                 # torch-style words at the matching coordinates: thread = our block,
                 # torch offset 4 * (element - k) after k calls (k = 0, 1)
-                thread = offset // 4 + sub_stream
+                thread = 4 * offset + sub_stream
                 for k in (0, 1):
                     tctr = torch.tensor(
                         [_torch_counter(4 * (e - k), thread, calls=k) for e in elements if e >= k],
@@ -189,7 +200,7 @@ def _gumbel(bits):
     return torch.ops.dmmd_ext.gumbel_from_bits(torch.tensor([_s64(b) for b in bits]))
 
 
-@pytest.mark.parametrize("offset", [0, 12, 4 * (1 << 33) + 8, (1 << 63) - 1])
+@pytest.mark.parametrize("offset", [0, 3, (1 << 33) + 2, (1 << 61) - 1])
 def test_ops_draw_from_tagged_counters(offset):
     # The ops themselves, tied to the contract's counters through the independent
     # Philox, with decisions that read the words directly:

@@ -78,12 +78,11 @@ DMMD_CPU_CLONES void load(const scalar_t* src, int64_t n, acc_t* dst) {
   for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<acc_t>(src[j]);
   for (int64_t j = n; j < round_lanes(n); ++j) dst[j] = neg_inf<acc_t>();
 }
-template <typename scalar_t, typename acc_t>
-DMMD_CPU_CLONES void load_sharpened(const scalar_t* src, int64_t n, acc_t* dst, acc_t inv_tau, acc_t thr,
-                    acc_t delta) {
-  for (int64_t j = 0; j < n; ++j)
-    dst[j] = sharpen(static_cast<acc_t>(src[j]), inv_tau, thr, delta);
-  for (int64_t j = n; j < round_lanes(n); ++j) dst[j] = neg_inf<acc_t>();
+// x[j] = sharpen_centred(x[j], h, k, thr, delta) in place (-inf padding stays -inf).
+template <typename acc_t>
+DMMD_CPU_CLONES void centre_sharpen(acc_t* x, int64_t n, acc_t h, acc_t k, acc_t thr,
+                                    acc_t delta) {
+  for (int64_t j = 0; j < n; ++j) x[j] = sharpen_centred(x[j], h, k, thr, delta);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -137,9 +136,10 @@ DMMD_CPU_CLONES acc_t chunk_sum_exp(const acc_t* x, int64_t n, acc_t h) {
   return r;
 }
 
+// x[j] = exp((x[j] - h) * k).
 template <typename acc_t>
-DMMD_CPU_CLONES void chunk_exp(acc_t* x, int64_t n, acc_t scale, acc_t h) {
-  for (int64_t j = 0; j < n; ++j) x[j] = FastExp{}(x[j] * scale - h);
+DMMD_CPU_CLONES void chunk_exp(acc_t* x, int64_t n, acc_t k, acc_t h) {
+  for (int64_t j = 0; j < n; ++j) x[j] = FastExp{}((x[j] - h) * k);
 }
 
 // (sS, sA, sT, u) of one chunk at fixed shifts.
@@ -227,20 +227,21 @@ template <typename scalar_t, typename acc_t>
 acc_t nucleus_threshold(const scalar_t* T, int64_t V, acc_t inv_tau, double top_p,
                         key_t<acc_t>* keys) {
   alignas(64) acc_t buf[kChunk];
-  // pass 0: online max and sum of exp(T / tau)
+  // pass 0: online max of T and sum of exp((T - max) / tau)
   acc_t m = neg_inf<acc_t>(), z = 0;
   for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
     const int64_t n = std::min(kChunk, V - c0), np = round_lanes(n);
-    load_sharpened(T + c0, n, buf, inv_tau, neg_inf<acc_t>(), acc_t(0));
+    load(T + c0, n, buf);
     const acc_t nm = max_keep(m, chunk_max(buf, np));
-    z = z * rescale_factor(m, nm) + chunk_sum_exp(buf, np, shift_of(nm));
+    centre_sharpen(buf, np, shift_of(nm), inv_tau, neg_inf<acc_t>(), acc_t(0));
+    z = z * rescale_factor_k(m, nm, inv_tau) + chunk_sum_exp(buf, np, acc_t(0));
     m = nm;
   }
   // z only screens the row: NaN or +inf in T makes it NaN (the loss is NaN)
   if (m == neg_inf<acc_t>() || !(z > 0) || !std::isfinite(z)) return neg_inf<acc_t>();
   const acc_t h = shift_of(m);
   const double scale = mass_scale(V);
-  // Radix passes over the keys of T, masses exp(T / tau - h). The first keeps
+  // Radix passes over the keys of T, masses exp((T - h) / tau). The first keeps
   // every key in `keys` (V of them, the caller's per-thread scratch); each later
   // one reads only the keys left under the chosen prefix and compacts them in
   // place (order kept, so every sum is the one a pass over T would make).
@@ -322,14 +323,16 @@ void gen_forward_rows(const at::Tensor& S, const at::Tensor& T, const at::Tensor
       const scalar_t *Sr = sp + r * ss, *Tr = tp + r * ts, *Ar = ap + r * as;
       const acc_t thr = threshold_for<scalar_t, acc_t>(Tr, V, sh, keys);
       GenAcc<acc_t> acc;
+      acc.k = inv_tau;
       for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
         const int64_t n = std::min(kChunk, V - c0), np = round_lanes(n);
         load(Sr + c0, n, bs);
         load(Ar + c0, n, ba);
-        load_sharpened(Tr + c0, n, bt, inv_tau, thr, delta);
+        load(Tr + c0, n, bt);
         acc.rescale(chunk_max(bs, np), chunk_max(ba, np), chunk_max(bt, np));
+        centre_sharpen(bt, np, acc.hT(), inv_tau, thr, delta);
         acc_t sums[4];
-        gen_chunk(bs, ba, bt, np, acc.hS(), acc.hA(), acc.hT(), sums);
+        gen_chunk(bs, ba, bt, np, acc.hS(), acc.hA(), acc_t(0), sums);
         acc.sS += sums[0], acc.sA += sums[1], acc.sT += sums[2], acc.u += sums[3];
       }
       const acc_t md = acc.mean_d();
@@ -390,7 +393,8 @@ void gen_backward_rows(const at::Tensor& g, const at::Tensor& S, const at::Tenso
         const int64_t n = std::min(kChunk, V - c0);
         load(Sr + c0, n, bs);
         load(Ar + c0, n, ba);
-        load_sharpened(Tr + c0, n, bt, inv_tau, st[kGenThr], dl);
+        load(Tr + c0, n, bt);
+        centre_sharpen(bt, n, st[kGenHT], inv_tau, st[kGenThr], dl);
         gen_chunk_grad(bs, ba, bt, n, gw, st, bs);
         store(bs, n, out + c0);
       }
@@ -456,22 +460,24 @@ void aux_forward_rows(const at::Tensor& A, const at::Tensor& T, const Targets& y
       const scalar_t *Ar = ap + r * as, *Tr = tp + r * ts;
       const acc_t thr = threshold_for<scalar_t, acc_t>(Tr, V, sh, keys);
       AuxAcc<acc_t> acc;
+      acc.k = inv_tau;
       for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
         const int64_t n = std::min(kChunk, V - c0), np = round_lanes(n);
         load(Ar + c0, n, ba);
-        load_sharpened(Tr + c0, n, bt, inv_tau, thr, delta);
+        load(Tr + c0, n, bt);
         acc_t ms = neg_inf<acc_t>();
         if (y.soft) {
           load(sp + r * ss + c0, n, bs);
           ms = chunk_max(bs, np);
         }
         acc.rescale(chunk_max(ba, np), chunk_max(bt, np), ms);
+        centre_sharpen(bt, np, acc.hT(), inv_tau, thr, delta);
         acc_t sums[5];
         if (y.soft) {
-          chunk_exp(bs, np, acc_t(1), acc.hS());  // x * 1 - h == x - h exactly
-          aux_chunk<acc_t, true>(ba, bt, bs, np, acc.hA(), acc.hT(), sums);
+          chunk_exp(bs, np, acc_t(1), acc.hS());  // (x - h) * 1 == x - h exactly
+          aux_chunk<acc_t, true>(ba, bt, bs, np, acc.hA(), acc_t(0), sums);
         } else {
-          aux_chunk<acc_t, false>(ba, bt, nullptr, np, acc.hA(), acc.hT(), sums);
+          aux_chunk<acc_t, false>(ba, bt, nullptr, np, acc.hA(), acc_t(0), sums);
         }
         acc.sA += sums[0], acc.sT += sums[1], acc.uT += sums[2];
         acc.sS += sums[3], acc.uS += sums[4];
@@ -534,7 +540,8 @@ void aux_backward_rows(const at::Tensor& g, const at::Tensor& A, const at::Tenso
       for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
         const int64_t n = std::min(kChunk, V - c0);
         load(Ar + c0, n, ba);
-        load_sharpened(Tr + c0, n, bt, inv_tau, st[kAuxThr], dl);
+        load(Tr + c0, n, bt);
+        centre_sharpen(bt, n, st[kAuxHT], inv_tau, st[kAuxThr], dl);
         if (y.soft) {
           load(sp + r * ss + c0, n, by);
           chunk_soft_y(by, n, st);

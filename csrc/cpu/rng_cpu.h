@@ -8,7 +8,16 @@
 #include <mutex>
 #include <optional>
 
+#include "dmmd/philox.h"
+
 namespace dmmd {
+
+// offset counts calls (philox.h): [0, 2^61).
+inline void check_offset(int64_t offset) {
+  TORCH_CHECK(offset >= 0 && static_cast<uint64_t>(offset) <= kMaxOffset,
+              "offset: expected an integer in [0, 2^61) (it counts calls: each offset owns its "
+              "own random numbers), got ", offset);
+}
 
 struct PhiloxArgs {
   uint64_t seed;
@@ -17,7 +26,7 @@ struct PhiloxArgs {
 
 inline PhiloxArgs philox_args_cpu(const std::optional<at::Generator>& gen,
                                   std::optional<int64_t> seed, int64_t offset) {
-  TORCH_CHECK(offset >= 0, "offset: expected a non-negative integer, got ", offset);
+  check_offset(offset);
   if (seed.has_value()) return {static_cast<uint64_t>(*seed), static_cast<uint64_t>(offset)};
   auto* g = at::get_generator_or_default<at::CPUGeneratorImpl>(
       gen, at::detail::getDefaultCPUGenerator());

@@ -4,15 +4,18 @@
 // and the batched Philox call live in cpu/sample_simd.cpp (cpu/philox_simd.h
 // holds the SIMD Philox itself).
 //
+// Every row is first scanned for its largest candidate logit lmax (row_max,
+// vectorized), the centre of the centred logits x = (l - lmax) / T (sample.h).
+//
 // Without top-k/top-p (sample_row_plain): one pass over the row in chunks of
-// 64 classes: scaled logits (vectorized), a may-win gate for the chunk, the
+// 64 classes: centred logits (vectorized), a may-win gate for the chunk, the
 // Philox words of its 32 pairs in one batch (cpu/philox_simd.h, gathered),
 // then offer_bits only for the classes whose leading-zero noise bound can
 // still beat the best (a table lookup; usually a handful per row).
 //
 // With top-k/top-p (sample_row_select), the row is read once into a
 // per-thread scratch of order keys (RowScratch::vkey, one uint32 per class,
-// ord_key of the scaled logit; a vectorized loop), plus the maximum key of
+// ord_key of the centred logit; a vectorized loop), plus the maximum key of
 // each block of B classes (B <= 64, chosen so there are >= 4k blocks). Top-k
 // then needs no radix pass over the row: the k-th largest block maximum is a
 // lower bound on the k-th largest key (those k maxima are k distinct
@@ -87,23 +90,19 @@ struct KeyStats {
   bool nan = false;   // some class (excluded one included) is NaN
 };
 
-// May l / 1.0f be skipped? l / 1 == l bit for bit for every non-NaN float
-// (a NaN row is rejected either way) unless the FPU flushes subnormals (x86
-// MXCSR DAZ/FTZ, e.g. after torch.set_flush_denormal(True)); then, and off
-// x86, the division stays.
-inline bool skip_div_by_one(float t) {
-#if defined(__x86_64__) || defined(__i386__)
-  return t == 1.0f && (_mm_getcsr() & 0x8040u) == 0;
-#else
-  (void)t;
-  return false;
-#endif
+// centred_logit (sample.h) for a finite lmax, written so that the key loops
+// vectorize; kDiv = false skips the division when T == 1 (d / 1.0 == d in
+// float64: the same bits).
+template <bool kDiv>
+inline float centred_finite(float l, float lmax, double t) {
+  const double d = static_cast<double>(l) - static_cast<double>(lmax);
+  return static_cast<float>(kDiv ? d / t : d);
 }
 
-// key[v] = ord_key(l_v / T) for every class; counts finite and +inf keys.
-// kDiv = false when skip_div_by_one(T).
+// key[v] = ord_key(centred_logit(l_v, lmax, T)) for every class; counts
+// finite and +inf keys. lmax finite; kDiv as in centred_finite.
 template <bool kDiv, typename Load>
-inline KeyStats row_keys_loop(Load load, int64_t V, float t, uint32_t* key) {
+inline KeyStats row_keys_loop(Load load, int64_t V, float lmax, double t, uint32_t* key) {
   KeyStats st;
   constexpr int64_t kChunk = int64_t{1} << 30;  // 32-bit counters cannot wrap
   for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
@@ -111,7 +110,7 @@ inline KeyStats row_keys_loop(Load load, int64_t V, float t, uint32_t* key) {
     uint32_t fin = 0, inf = 0, nan = 0;
     for (int64_t v = c0; v < c1; ++v) {
       const float l = load(v);
-      const float x = kDiv ? scaled_logit(l, t) : l;
+      const float x = centred_finite<kDiv>(l, lmax, t);
       const uint32_t k = ord_key_bits(f2u(x));
       key[v] = k;
       fin += k > kKeyNegInf;
@@ -126,9 +125,13 @@ inline KeyStats row_keys_loop(Load load, int64_t V, float t, uint32_t* key) {
 }
 
 // Contiguous rows (cpu/sample_simd.cpp, cloned for AVX2 on x86-64).
-KeyStats row_keys_f32(const float* row, int64_t V, float t, uint32_t* key);
-KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float t, uint32_t* key);
-KeyStats row_keys_f16(const c10::Half* row, int64_t V, float t, uint32_t* key);
+KeyStats row_keys_f32(const float* row, int64_t V, float lmax, double t, uint32_t* key);
+KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float lmax, double t, uint32_t* key);
+KeyStats row_keys_f16(const c10::Half* row, int64_t V, float lmax, double t, uint32_t* key);
+// The largest of row[0, n) (contiguous), NaN ignored; -inf for none.
+float range_max_f32(const float* row, int64_t n);
+float range_max_bf16(const c10::BFloat16* row, int64_t n);
+float range_max_f16(const c10::Half* row, int64_t n);
 // bmax[i] = max of key over classes [i B, (i + 1) B).
 void block_max(const uint32_t* key, int64_t V, int64_t B, uint32_t* bmax);
 // mass[i] = topp_mass(key_float(key[i]), xmax, scale) for i < n.
@@ -139,22 +142,65 @@ void topp_masses(const uint32_t* key, int64_t n, float xmax, double scale, uint6
 void gumbel_words_batch(const SampleParams& p, const uint64_t* el, int64_t n, uint64_t* lo,
                         uint64_t* hi);
 
-inline KeyStats row_keys_contig(const float* row, int64_t V, float t, uint32_t* key) {
-  return row_keys_f32(row, V, t, key);
+inline KeyStats row_keys_contig(const float* row, int64_t V, float lmax, double t,
+                                uint32_t* key) {
+  return row_keys_f32(row, V, lmax, t, key);
 }
-inline KeyStats row_keys_contig(const c10::BFloat16* row, int64_t V, float t, uint32_t* key) {
-  return row_keys_bf16(row, V, t, key);
+inline KeyStats row_keys_contig(const c10::BFloat16* row, int64_t V, float lmax, double t,
+                                uint32_t* key) {
+  return row_keys_bf16(row, V, lmax, t, key);
 }
-inline KeyStats row_keys_contig(const c10::Half* row, int64_t V, float t, uint32_t* key) {
-  return row_keys_f16(row, V, t, key);
+inline KeyStats row_keys_contig(const c10::Half* row, int64_t V, float lmax, double t,
+                                uint32_t* key) {
+  return row_keys_f16(row, V, lmax, t, key);
+}
+inline float range_max_contig(const float* row, int64_t n) { return range_max_f32(row, n); }
+inline float range_max_contig(const c10::BFloat16* row, int64_t n) { return range_max_bf16(row, n); }
+inline float range_max_contig(const c10::Half* row, int64_t n) { return range_max_f16(row, n); }
+
+// The largest of row[v0, v1) (NaN ignored, -inf for none).
+template <typename T>
+float range_max(const T* row, int64_t v0, int64_t v1, int64_t stride) {
+  if (v1 <= v0) return -INFINITY;
+  if (stride == 1) return range_max_contig(row + v0, v1 - v0);
+  float m = -INFINITY;
+  for (int64_t v = v0; v < v1; ++v) {
+    const float l = static_cast<float>(row[v * stride]);
+    m = l > m ? l : m;
+  }
+  return m;
+}
+
+// lmax of sample.h: the largest candidate logit (the excluded class left
+// out, NaN ignored: a NaN row is rejected by the pass that follows).
+template <typename T>
+float row_max(const T* row, int64_t V, int64_t stride, int64_t exclude) {
+  if (exclude < 0 || exclude >= V) return range_max(row, 0, V, stride);
+  return std::max(range_max(row, 0, exclude, stride), range_max(row, exclude + 1, V, stride));
+}
+
+// Keys of a row whose lmax is +inf: +inf classes get the +inf key, the
+// others -inf (centred_logit), NaN stays NaN for the caller to see.
+template <typename T>
+KeyStats row_keys_inf(const T* row, int64_t V, int64_t stride, uint32_t* key) {
+  KeyStats st;
+  for (int64_t v = 0; v < V; ++v) {
+    const float x = centred_logit(static_cast<float>(row[v * stride]), INFINITY, 1.0);
+    key[v] = ord_key_bits(f2u(x));
+    st.n_fin += key[v] > kKeyNegInf;
+    st.n_inf += key[v] == kKeyPosInf;
+    st.nan = st.nan || x != x;
+  }
+  return st;
 }
 
 template <typename T>
-KeyStats row_keys(const T* row, int64_t V, int64_t stride, float t, uint32_t* key) {
-  if (stride == 1) return row_keys_contig(row, V, t, key);
+KeyStats row_keys(const T* row, int64_t V, int64_t stride, float lmax, double t, uint32_t* key) {
+  if (lmax == INFINITY) return row_keys_inf(row, V, stride, key);
+  if (stride == 1) return row_keys_contig(row, V, lmax, t, key);
   const auto load = [=](int64_t v) { return static_cast<float>(row[v * stride]); };
-  return skip_div_by_one(t) ? row_keys_loop<false>(load, V, t, key)
-                            : row_keys_loop<true>(load, V, t, key);
+  return t == 1.0 ? row_keys_loop<false>(load, V, lmax, t, key)
+                  : row_keys_loop<true>(load, V, lmax, t, key);
 }
 
 // Block maxima; with B == 1 the keys themselves.
@@ -359,12 +405,13 @@ inline bool chunk_may_win(const Best& b, const float* x, int n) {
 }
 
 // One pass, no selection: Gumbel-max over all candidates, kChunk classes at a
-// time: scaled logits, then the Philox words of the chunk's pairs in one batch
+// time: centred logits, then the Philox words of the chunk's pairs in one batch
 // (skipped when no class of the chunk may win), then offer_bits for the
-// classes whose noise bound lets them win (usually very few).
-template <typename T>
-int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SampleParams& p,
-                         uint64_t r) {
+// classes whose noise bound lets them win (usually very few). kInf: lmax is
+// +inf (centred_logit's special case); kDiv as in centred_finite.
+template <bool kInf, bool kDiv, typename T>
+int64_t plain_scan(const T* row, int64_t V, int64_t stride, const SampleParams& p, uint64_t r,
+                   float lmax) {
   constexpr int kChunk = 64;
   const uint64_t half = pairs_per_row(V);
   Best b = best_none();
@@ -376,7 +423,8 @@ int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SamplePa
     int nan = 0;
     for (int i = 0; i < n; ++i) {
       const float l = static_cast<float>(row[(v0 + i) * stride]);
-      const float xi = scaled_logit(l, p.temperature);
+      const float xi =
+          kInf ? centred_logit(l, lmax, 1.0) : centred_finite<kDiv>(l, lmax, p.temperature);
       nan |= (l != l) & (i != ex);
       x[i] = i == ex ? -INFINITY : xi;
     }
@@ -397,14 +445,26 @@ int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SamplePa
   return b.index;
 }
 
-// Keys of the row into s.vkey with the excluded class set to key 0 (below
-// every candidate); returns false for an invalid row (NaN among the
+template <typename T>
+int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SampleParams& p,
+                         uint64_t r) {
+  const float lmax = row_max(row, V, stride, p.exclude);
+  if (lmax == -INFINITY) return -1;  // no candidate above -inf (or only NaN ones)
+  if (lmax == INFINITY) return plain_scan<true, false>(row, V, stride, p, r, lmax);
+  return p.temperature == 1.0 ? plain_scan<false, false>(row, V, stride, p, r, lmax)
+                              : plain_scan<false, true>(row, V, stride, p, r, lmax);
+}
+
+// Keys of the row (centred on lmax) into s.vkey with the excluded class set
+// to key 0 (below every candidate); returns false for an invalid row (NaN among the
 // candidates, or no finite candidate).
 template <typename T>
 bool load_keys(const T* row, int64_t V, int64_t stride, const SampleParams& p, RowScratch& s,
                KeyStats& st) {
   uint32_t* key = s.vkey.data();
-  st = row_keys(row, V, stride, p.temperature, key);
+  const float lmax = row_max(row, V, stride, p.exclude);
+  if (lmax == -INFINITY) return false;  // no candidate above -inf
+  st = row_keys(row, V, stride, lmax, p.temperature, key);
   const bool has_ex = p.exclude >= 0 && p.exclude < V;
   if (st.nan) {
     for (int64_t v = 0; v < V; ++v) {

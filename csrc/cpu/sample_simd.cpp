@@ -1,5 +1,6 @@
 // The data-parallel loops of the CPU row sampler (cpu/sample_row.h):
-//   - order keys of a contiguous row (scaled logit -> ord_key, with the
+//   - the largest logit of a contiguous range (the centre of the row);
+//   - order keys of a contiguous row (centred logit -> ord_key, with the
 //     finite / +inf / NaN counts) and per-block key maxima (top-k/top-p path);
 //   - the fixed-point top-p masses of a list of keys (topp_masses);
 //   - the Gumbel Philox words of a batch of arbitrary pair elements, from the
@@ -19,23 +20,55 @@
 namespace dmmd {
 
 template <typename T>
-static KeyStats keys_contig(const T* row, int64_t V, float t, uint32_t* key) {
+static KeyStats keys_contig(const T* row, int64_t V, float lmax, double t, uint32_t* key) {
   const auto load = [=](int64_t v) { return static_cast<float>(row[v]); };
-  return skip_div_by_one(t) ? row_keys_loop<false>(load, V, t, key)
-                            : row_keys_loop<true>(load, V, t, key);
+  return t == 1.0 ? row_keys_loop<false>(load, V, lmax, t, key)
+                  : row_keys_loop<true>(load, V, lmax, t, key);
 }
 
-DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f32(const float* row, int64_t V, float t, uint32_t* key) {
-  return keys_contig(row, V, t, key);
+DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f32(const float* row, int64_t V, float lmax, double t,
+                                           uint32_t* key) {
+  return keys_contig(row, V, lmax, t, key);
 }
 
-DMMD_CPU_CLONES_AVX2 KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float t,
-                                       uint32_t* key) {
-  return keys_contig(row, V, t, key);
+DMMD_CPU_CLONES_AVX2 KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float lmax,
+                                            double t, uint32_t* key) {
+  return keys_contig(row, V, lmax, t, key);
 }
 
-DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f16(const c10::Half* row, int64_t V, float t, uint32_t* key) {
-  return keys_contig(row, V, t, key);
+DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f16(const c10::Half* row, int64_t V, float lmax, double t,
+                                           uint32_t* key) {
+  return keys_contig(row, V, lmax, t, key);
+}
+
+// Max of a contiguous range, NaN ignored: 16 lanes in a vector type (GCC
+// keeps a scalar `m = l > m ? l : m` reduction scalar without fast-math).
+template <typename T>
+static float max_contig(const T* row, int64_t n) {
+  typedef float vec __attribute__((vector_size(16 * sizeof(float))));
+  vec m;
+  for (int l = 0; l < 16; ++l) m[l] = -INFINITY;
+  int64_t v = 0;
+  for (; v + 16 <= n; v += 16) {
+    vec x;
+    for (int l = 0; l < 16; ++l) x[l] = static_cast<float>(row[v + l]);
+    m = x > m ? x : m;
+  }
+  float r = -INFINITY;
+  for (int l = 0; l < 16; ++l) r = m[l] > r ? m[l] : r;
+  for (; v < n; ++v) {
+    const float x = static_cast<float>(row[v]);
+    r = x > r ? x : r;
+  }
+  return r;
+}
+
+DMMD_CPU_CLONES_AVX2 float range_max_f32(const float* row, int64_t n) { return max_contig(row, n); }
+DMMD_CPU_CLONES_AVX2 float range_max_bf16(const c10::BFloat16* row, int64_t n) {
+  return max_contig(row, n);
+}
+DMMD_CPU_CLONES_AVX2 float range_max_f16(const c10::Half* row, int64_t n) {
+  return max_contig(row, n);
 }
 
 DMMD_CPU_CLONES_AVX2 void block_max(const uint32_t* key, int64_t V, int64_t B, uint32_t* bmax) {

@@ -18,7 +18,7 @@ __global__ void corrupt_kernel(const index_t* __restrict__ x, index_t* __restric
                                const double* __restrict__ alpha, int mode, int64_t row_len,
                                const bool* __restrict__ keep, int64_t n, int64_t process,
                                int64_t mask_id, int64_t vocab_size, at::PhiloxCudaState st) {
-  const auto [seed, offset] = at::cuda::philox::unpack(st);
+  const auto [seed, offset] = unpack_call(st);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     out[i] = static_cast<index_t>(corrupt_token(x[i], rate_at(alpha, mode, row_len, i),
@@ -38,7 +38,7 @@ at::Tensor corrupt_cuda(const at::Tensor& x0, const at::Tensor& alpha, int64_t p
   auto out = at::empty_like(x, at::MemoryFormat::Contiguous);
   const int64_t n = x.numel();
   if (n == 0) return out;
-  const at::PhiloxCudaState st = philox_state_cuda(gen, seed, offset, 4);
+  const at::PhiloxCudaState st = philox_state_cuda(gen, seed, offset);
   at::Tensor kp = keep ? keep->contiguous() : at::Tensor();
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((n + threads - 1) / threads, 65535 * 8);

@@ -173,16 +173,15 @@ __device__ __noinline__ acc_t nucleus_threshold(const scalar_t* T, int64_t V,
                                                 LseAcc<acc_t>* scratch, int tid) {
   using U = key_t<acc_t>;
   DevExp ex;
-  LseAcc<acc_t> lse;
+  LseAcc<acc_t> lse;  // max of T, sum of exp((T - max) / tau)
+  lse.k = inv_tau;
   rs.for_each(V, tid, G, [&]<int N>(int64_t j) {
     acc_t x[N];
     load_n<N>(T + j, x);
-#pragma unroll
-    for (int i = 0; i < N; ++i) x[i] *= inv_tau;
     lse.rescale(max_n(x));
     const acc_t h = shift_of(lse.m);
 #pragma unroll
-    for (int i = 0; i < N; ++i) lse.s += ex(x[i] - h);
+    for (int i = 0; i < N; ++i) lse.s += ex((x[i] - h) * inv_tau);
   });
   lse = group_reduce<G, acc_t>(lse, scratch);
   // lse.s only screens the row: NaN or +inf in T makes it NaN (the loss is NaN)
@@ -205,7 +204,7 @@ __device__ __noinline__ acc_t nucleus_threshold(const scalar_t* T, int64_t V,
         if ((k & pmask) != prefix) continue;
         const int d = radix_digit<acc_t>(k, pass);
         atomicAdd(reinterpret_cast<unsigned long long*>(&sh.mass[d]),
-                  static_cast<unsigned long long>(nucleus_mass(ex(x[i] * inv_tau - h), scale)));
+                  static_cast<unsigned long long>(nucleus_mass(ex((x[i] - h) * inv_tau), scale)));
         atomic_min_key(&sh.lo[d], k);
         atomic_max_key(&sh.hi[d], k);
       }
@@ -282,18 +281,19 @@ __global__ void __launch_bounds__(kBlock)
                                                        sh.template as<LseAcc<acc_t>>(), tid)
                                 : neg_inf<acc_t>();
     GenAcc<acc_t> acc;
+    acc.k = inv_tau;
     rs.for_each(p.V, tid, G, [&]<int N>(int64_t j) {
       acc_t xs[N], xa[N], xt[N];
       load_n<N>(Sr + j, xs);
       load_n<N>(Ar + j, xa);
       load_n<N>(Tr + j, xt);
-#pragma unroll
-      for (int i = 0; i < N; ++i) xt[i] = sharpen(xt[i], inv_tau, thr, delta);
       acc.rescale(max_n(xs), max_n(xa), max_n(xt));
       const acc_t hS = acc.hS(), hA = acc.hA(), hT = acc.hT();
 #pragma unroll
-      for (int i = 0; i < N; ++i)
-        gen_add(acc.sS, acc.sA, acc.sT, acc.u, xs[i], xa[i], xt[i], hS, hA, hT, ex);
+      for (int i = 0; i < N; ++i) {
+        const acc_t tc = sharpen_centred(xt[i], hT, inv_tau, thr, delta);
+        gen_add(acc.sS, acc.sA, acc.sT, acc.u, xs[i], xa[i], tc, hS, hA, acc_t(0), ex);
+      }
     });
     acc = group_reduce<G, acc_t>(acc, sh.template as<GenAcc<acc_t>>());
     if (tid == 0) {
@@ -343,7 +343,9 @@ __global__ void __launch_bounds__(kBlock)
       load_n<N>(Tr + j, xt);
 #pragma unroll
       for (int i = 0; i < N; ++i)
-        xs[i] = gen_grad(xs[i], xa[i], sharpen(xt[i], inv_tau, st[kGenThr], delta), gw, st, ex);
+        xs[i] = gen_grad(xs[i], xa[i],
+                         sharpen_centred(xt[i], st[kGenHT], inv_tau, st[kGenThr], delta), gw, st,
+                         ex);
       store_n<N>(out + j, xs);
     });
   }
@@ -382,12 +384,11 @@ __global__ void __launch_bounds__(kBlock)
                                                        sh.template as<LseAcc<acc_t>>(), tid)
                                 : neg_inf<acc_t>();
     AuxAcc<acc_t> acc;
+    acc.k = inv_tau;
     rs.for_each(p.V, tid, G, [&]<int N>(int64_t j) {
       acc_t xa[N], xt[N], xs[N];
       load_n<N>(Ar + j, xa);
       load_n<N>(Tr + j, xt);
-#pragma unroll
-      for (int i = 0; i < N; ++i) xt[i] = sharpen(xt[i], inv_tau, thr, delta);
       acc_t ms = neg_inf<acc_t>();
       if (soft) {
         load_n<N>(Yr + j, xs);
@@ -397,7 +398,8 @@ __global__ void __launch_bounds__(kBlock)
       const acc_t hA = acc.hA(), hT = acc.hT(), hS = acc.hS();
 #pragma unroll
       for (int i = 0; i < N; ++i) {
-        aux_add(acc.sA, acc.sT, acc.uT, xa[i], xt[i], hA, hT, ex);
+        const acc_t tc = sharpen_centred(xt[i], hT, inv_tau, thr, delta);
+        aux_add(acc.sA, acc.sT, acc.uT, xa[i], tc, hA, acc_t(0), ex);
         if (soft) aux_add_soft(acc.sS, acc.uS, xs[i], xa[i], hS, hA, ex);
       }
     });
@@ -462,7 +464,8 @@ __global__ void __launch_bounds__(kBlock)
       }
 #pragma unroll
       for (int i = 0; i < N; ++i)
-        xa[i] = aux_grad(xa[i], sharpen(xt[i], inv_tau, st[kAuxThr], delta), y[i], gw, st, ex);
+        xa[i] = aux_grad(xa[i], sharpen_centred(xt[i], st[kAuxHT], inv_tau, st[kAuxThr], delta),
+                         y[i], gw, st, ex);
       store_n<N>(out + j, xa);
     });
   }

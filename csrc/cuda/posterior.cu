@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(BLOCK, 2)
                      int64_t col_stride, RateView at_, RateView as_, int64_t process,
                      int64_t mask_id, SampleParams p, at::PhiloxCudaState st) {
   __shared__ RowShared<BLOCK> sh;
-  const auto [seed, offset] = at::cuda::philox::unpack(st);
+  const auto [seed, offset] = unpack_call(st);
   p.seed = seed;
   p.offset = offset;
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
@@ -85,7 +85,7 @@ std::tuple<at::Tensor, at::Tensor> posterior_step_cuda(
   auto zs = at::empty_like(z, at::MemoryFormat::Contiguous);
   auto xs = at::empty_like(z, at::MemoryFormat::Contiguous);
   if (z.numel() == 0) return {zs, xs};
-  const at::PhiloxCudaState st = philox_state_cuda(gen, seed, offset, 8);
+  const at::PhiloxCudaState st = philox_state_cuda(gen, seed, offset);
   const SampleParams p = make_params(temperature, top_k, top_p, a.exclude, 0, 0);
   AT_DISPATCH_INDEX_TYPES(z.scalar_type(), "posterior_cuda", [&] {
     using I = index_t;

@@ -24,7 +24,7 @@ __global__ void __launch_bounds__(BLOCK, 2)
                   int64_t col_stride, const bool* __restrict__ mask, int64_t* __restrict__ out,
                   SampleParams p, at::PhiloxCudaState st) {
   __shared__ RowShared<BLOCK> sh;
-  const auto [seed, offset] = at::cuda::philox::unpack(st);
+  const auto [seed, offset] = unpack_call(st);
   p.seed = seed;
   p.offset = offset;
   for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
@@ -55,7 +55,7 @@ at::Tensor sample_categorical_cuda(const at::Tensor& logits, double temperature,
   const Rows rows = check_sample_args(logits, temperature, top_k, top_p, mask, exclude);
   auto out = at::empty(logits.sizes().slice(0, logits.dim() - 1), logits.options().dtype(at::kLong));
   if (rows.n == 0) return out;
-  const at::PhiloxCudaState st = philox_state_cuda(gen, seed, offset, 4);
+  const at::PhiloxCudaState st = philox_state_cuda(gen, seed, offset);
   const SampleParams p = make_params(temperature, top_k, top_p, exclude, 0, 0);
   at::Tensor mk = mask ? mask->contiguous() : at::Tensor();
   const bool* mp = mask ? mk.data_ptr<bool>() : nullptr;

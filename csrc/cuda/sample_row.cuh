@@ -5,10 +5,11 @@
 // are bitwise identical to the CPU for an explicit (seed, offset), top-p
 // included (see the note on mass accumulation below).
 //
-// Memory contract: reads the row from global memory, once without
-// top-k/top-p (stats and Gumbel-max fused in one pass), otherwise once for the
-// stats, up to 4 radix passes for top-k, up to 4 for top-p and one scoring
-// pass (re-reads hit L2 for rows of a few hundred KB). Pairs (v, v+1) are
+// Memory contract: reads the row from global memory once for its stats (the
+// largest candidate logit lmax, the centre of sample.h's centred logits, and
+// NaN), then once more for the Gumbel-max without top-k/top-p, otherwise up
+// to 4 radix passes for top-k, up to 4 for top-p and one scoring pass
+// (re-reads hit L2 for rows of a few hundred KB). Pairs (v, v+1) are
 // loaded together (8-byte fp32 / 4-byte fp16/bf16 loads when the row is
 // contiguous and aligned) because one Philox call serves the pair. Shared
 // memory: 256 counts + 256 uint64 masses + reduction scratch. Nothing V-sized
@@ -39,16 +40,14 @@ struct BestMax {
 };
 
 struct RowStats {
-  int64_t n_fin, n_inf;
-  float xmax;
-  int nan;
+  float lmax;  // largest candidate logit (NaN ignored; -inf: none)
+  int nan;     // some candidate is NaN
 };
 
 template <int BLOCK>
 struct RowShared {
   union {
     typename cub::BlockReduce<Best, BLOCK>::TempStorage best;
-    typename cub::BlockReduce<int64_t, BLOCK>::TempStorage i64;
     typename cub::BlockReduce<float, BLOCK>::TempStorage f32;
   } red;
   uint32_t count[kRadixBuckets];
@@ -79,20 +78,46 @@ __device__ __forceinline__ void load_pair(const T* __restrict__ row, int64_t v0,
   b = v0 + 1 < V ? static_cast<float>(row[(v0 + 1) * stride]) : 0.0f;
 }
 
-// Scaled logit of class v, or -inf for a non-candidate (excluded, out of
-// range, -inf). NaN passes through for the stats pass to see.
-__device__ __forceinline__ float cand_x(float l, int64_t v, int64_t V, const SampleParams& p) {
+// Centred logit of class v (sample.h, centred_logit), or -inf for a
+// non-candidate (excluded, out of range). lmax > -inf.
+__device__ __forceinline__ float cand_x(float l, int64_t v, int64_t V, const SampleParams& p,
+                                        float lmax) {
   if (v >= V || v == p.exclude) return -u2f(0x7f800000u);
-  return scaled_logit(l, p.temperature);
+  return centred_logit(l, lmax, p.temperature);
+}
+
+// The row's lmax and whether a candidate is NaN; every thread gets them.
+template <int BLOCK, typename T>
+__device__ RowStats stats_pass(const T* row, int64_t V, int64_t stride, bool vec,
+                               const SampleParams& p, RowShared<BLOCK>& sh) {
+  const int64_t half = static_cast<int64_t>(pairs_per_row(V));
+  float m = -u2f(0x7f800000u);
+  int nan = 0;
+  for (int64_t pair = threadIdx.x; pair < half; pair += BLOCK) {
+    const int64_t v0 = 2 * pair;
+    float l[2];
+    load_pair(row, v0, V, stride, vec, l[0], l[1]);
+    for (int j = 0; j < 2; ++j) {
+      if (v0 + j >= V || v0 + j == p.exclude) continue;
+      nan |= l[j] != l[j];
+      m = fmaxf(m, l[j]);  // fmaxf ignores NaN
+    }
+  }
+  const int any_nan = __syncthreads_or(nan);
+  const float mx = cub::BlockReduce<float, BLOCK>(sh.red.f32).Reduce(m, FloatMax());
+  if (threadIdx.x == 0) sh.stats = RowStats{mx, any_nan};
+  __syncthreads();
+  const RowStats st = sh.stats;
+  __syncthreads();  // sh.stats / sh.red are reused by the next phase
+  return st;
 }
 
 template <int BLOCK, typename T>
-__device__ Best score_pass(const T* row, int64_t V, int64_t stride, bool vec,
-                           const SampleParams& p, uint64_t r, uint32_t thr, RowStats* st,
-                           RowShared<BLOCK>& sh) {
+__device__ int64_t score_pass(const T* row, int64_t V, int64_t stride, bool vec,
+                              const SampleParams& p, uint64_t r, uint32_t thr, float lmax,
+                              RowShared<BLOCK>& sh) {
   const uint64_t half = pairs_per_row(V);
   Best b = best_none();
-  RowStats s{0, 0, -u2f(0x7f800000u), 0};
   for (int64_t pair = threadIdx.x; pair < static_cast<int64_t>(half); pair += BLOCK) {
     const int64_t v0 = 2 * pair;
     float l[2];
@@ -100,15 +125,7 @@ __device__ Best score_pass(const T* row, int64_t V, int64_t stride, bool vec,
     float x[2];
     bool use[2];
     for (int j = 0; j < 2; ++j) {
-      x[j] = cand_x(l[j], v0 + j, V, p);
-      if (st) {
-        s.nan |= x[j] != x[j];
-        if (x[j] > -u2f(0x7f800000u)) {
-          ++s.n_fin;
-          s.n_inf += x[j] == u2f(0x7f800000u);
-          s.xmax = fmaxf(s.xmax, x[j]);
-        }
-      }
+      x[j] = cand_x(l[j], v0 + j, V, p, lmax);
       use[j] = x[j] > -u2f(0x7f800000u) && ord_key(x[j]) >= thr && may_win(b, x[j]);
     }
     if (!use[0] && !use[1]) continue;
@@ -119,19 +136,7 @@ __device__ Best score_pass(const T* row, int64_t V, int64_t stride, bool vec,
   Best top = cub::BlockReduce<Best, BLOCK>(sh.red.best).Reduce(b, BestMax());
   if (threadIdx.x == 0) sh.result = top.index;
   __syncthreads();
-  if (st) {
-    const int nan = __syncthreads_or(s.nan);
-    int64_t nf = cub::BlockReduce<int64_t, BLOCK>(sh.red.i64).Sum(s.n_fin);
-    __syncthreads();
-    int64_t ni = cub::BlockReduce<int64_t, BLOCK>(sh.red.i64).Sum(s.n_inf);
-    __syncthreads();
-    float mx = cub::BlockReduce<float, BLOCK>(sh.red.f32).Reduce(s.xmax, FloatMax());
-    if (threadIdx.x == 0) sh.stats = RowStats{nf, ni, mx, nan};
-    __syncthreads();
-    *st = sh.stats;
-  }
-  Best out = best_none();
-  out.index = sh.result;
+  const int64_t out = sh.result;
   __syncthreads();
   return out;
 }
@@ -140,8 +145,8 @@ __device__ Best score_pass(const T* row, int64_t V, int64_t stride, bool vec,
 // masses (top-p, topp_mass for keys >= thr_k; scale = mass_scale(V)).
 template <int BLOCK, typename T, bool MASS>
 __device__ void radix_pass(const T* row, int64_t V, int64_t stride, bool vec,
-                           const SampleParams& p, int pass, uint32_t prefix, uint32_t thr_k,
-                           float xmax, double scale, RowShared<BLOCK>& sh) {
+                           const SampleParams& p, float lmax, int pass, uint32_t prefix,
+                           uint32_t thr_k, double scale, RowShared<BLOCK>& sh) {
   for (int b = threadIdx.x; b < kRadixBuckets; b += BLOCK) {
     sh.count[b] = 0;
     sh.mass[b] = 0;
@@ -153,14 +158,14 @@ __device__ void radix_pass(const T* row, int64_t V, int64_t stride, bool vec,
     float l[2];
     load_pair(row, v0, V, stride, vec, l[0], l[1]);
     for (int j = 0; j < 2; ++j) {
-      const float x = cand_x(l[j], v0 + j, V, p);
+      const float x = cand_x(l[j], v0 + j, V, p, lmax);
       if (!(x > -u2f(0x7f800000u))) continue;
       const uint32_t key = ord_key(x);
       if (key < thr_k || !radix_match(key, prefix, pass)) continue;
       const uint32_t d = radix_digit(key, pass);
       if (MASS)
         atomicAdd(reinterpret_cast<unsigned long long*>(&sh.mass[d]),
-                  static_cast<unsigned long long>(topp_mass(x, xmax, scale)));
+                  static_cast<unsigned long long>(topp_mass(x, 0.0f, scale)));
       else
         atomicAdd(&sh.count[d], 1u);
     }
@@ -168,23 +173,33 @@ __device__ void radix_pass(const T* row, int64_t V, int64_t stride, bool vec,
   __syncthreads();
 }
 
+// The top-k threshold key, or 0 (keep every finite class) when the row has
+// at most k classes with a centred logit above -inf (pass 0 counts them all).
 template <int BLOCK, typename T>
 __device__ uint32_t select_top_k(const T* row, int64_t V, int64_t stride, bool vec,
-                                 const SampleParams& p, RowShared<BLOCK>& sh) {
+                                 const SampleParams& p, float lmax, RowShared<BLOCK>& sh) {
   if (threadIdx.x == 0) {
     sh.prefix = 0;
     sh.k = p.top_k;
   }
   __syncthreads();
   for (int pass = 0; pass < kRadixPasses; ++pass) {
-    radix_pass<BLOCK, T, false>(row, V, stride, vec, p, pass, sh.prefix, 0u, 0.0f, 0.0, sh);
+    radix_pass<BLOCK, T, false>(row, V, stride, vec, p, lmax, pass, sh.prefix, 0u, 0.0, sh);
     if (threadIdx.x == 0) {
       int64_t k = sh.k;
-      const int b = pick_bucket_count(sh.count, k);
+      if (pass == 0) {
+        int64_t n_fin = 0;
+        for (int b = 0; b < kRadixBuckets; ++b) n_fin += sh.count[b];
+        if (n_fin <= k) k = -1;  // top-k is moot
+      }
+      if (k > 0) {
+        const int b = pick_bucket_count(sh.count, k);
+        sh.prefix |= static_cast<uint32_t>(b) << radix_shift(pass);
+      }
       sh.k = k;
-      sh.prefix |= static_cast<uint32_t>(b) << radix_shift(pass);
     }
     __syncthreads();
+    if (sh.k < 0) break;  // uniform across the block: read after the barrier
   }
   // select_top_p's thread 0 resets sh.prefix next: read it before a barrier
   const uint32_t thr = sh.prefix;
@@ -194,7 +209,7 @@ __device__ uint32_t select_top_k(const T* row, int64_t V, int64_t stride, bool v
 
 template <int BLOCK, typename T>
 __device__ uint32_t select_top_p(const T* row, int64_t V, int64_t stride, bool vec,
-                                 const SampleParams& p, uint32_t thr_k, float xmax,
+                                 const SampleParams& p, uint32_t thr_k, float lmax,
                                  RowShared<BLOCK>& sh) {
   if (threadIdx.x == 0) {
     sh.prefix = 0;
@@ -203,7 +218,7 @@ __device__ uint32_t select_top_p(const T* row, int64_t V, int64_t stride, bool v
   __syncthreads();
   const double scale = mass_scale(V);
   for (int pass = 0; pass < kRadixPasses; ++pass) {
-    radix_pass<BLOCK, T, true>(row, V, stride, vec, p, pass, sh.prefix, thr_k, xmax, scale, sh);
+    radix_pass<BLOCK, T, true>(row, V, stride, vec, p, lmax, pass, sh.prefix, thr_k, scale, sh);
     if (threadIdx.x == 0) {
       if (pass == 0) {
         uint64_t total = 0;
@@ -230,19 +245,18 @@ __device__ int64_t sample_row_block(const T* row, int64_t V, int64_t stride,
                                     const SampleParams& p, uint64_t r, RowShared<BLOCK>& sh) {
   const bool vec = stride == 1 && (reinterpret_cast<uintptr_t>(row) % (2 * sizeof(T))) == 0;
   const bool select = (p.top_k > 0 && p.top_k < V) || p.top_p < 1.0;
-  RowStats st;
-  // Without selection the stats pass is also the Gumbel-max pass.
-  const Best fused = score_pass<BLOCK>(row, V, stride, vec, p, r, select ? ~0u : 0u, &st, sh);
-  if (st.nan || st.n_fin == 0) return -1;
-  if (!select) return fused.index;
+  const RowStats st = stats_pass<BLOCK>(row, V, stride, vec, p, sh);
+  if (st.nan || !(st.lmax > -u2f(0x7f800000u))) return -1;
   uint32_t thr = 0;
-  if (st.n_inf > 0) {
-    thr = ord_key(u2f(0x7f800000u));
-  } else {
-    if (p.top_k > 0 && p.top_k < st.n_fin) thr = select_top_k<BLOCK>(row, V, stride, vec, p, sh);
-    if (p.top_p < 1.0) thr = select_top_p<BLOCK>(row, V, stride, vec, p, thr, st.xmax, sh);
+  if (select) {
+    if (st.lmax == u2f(0x7f800000u)) {
+      thr = ord_key(u2f(0x7f800000u));
+    } else {
+      if (p.top_k > 0 && p.top_k < V) thr = select_top_k<BLOCK>(row, V, stride, vec, p, st.lmax, sh);
+      if (p.top_p < 1.0) thr = select_top_p<BLOCK>(row, V, stride, vec, p, thr, st.lmax, sh);
+    }
   }
-  return score_pass<BLOCK>(row, V, stride, vec, p, r, thr, nullptr, sh).index;
+  return score_pass<BLOCK>(row, V, stride, vec, p, r, thr, st.lmax, sh);
 }
 
 // Threads per row: small vocabularies get small blocks (more rows in flight).

@@ -6,6 +6,7 @@ from ._common import MASKED, UNIFORM, process_id
 from .corruption import corrupt
 from .losses import AuxiliaryLoss, GeneratorLoss, auxiliary_loss, generator_loss
 from .posterior import posterior_step
+from . import rng_hooks  # noqa: F401  (fake kernels of the RNG test hooks)
 from .sampling import sample_categorical
 
 __all__ = [

@@ -15,6 +15,12 @@ A_j = -inf gives -inf, with T_j = -inf gives +inf, with both NaN. Auxiliary
 loss: y_j + t~_j > 0 with A_j = -inf gives +inf. A row of S, T or A without a
 finite logit, or with a NaN or +inf logit, gives NaN for that row only; rows
 with weight 0 give 0 (loss and gradient) whatever their logits hold.
+
+Ranges: tau in [1e-30, 1e30]; top_p in (0, 1]; delta finite >= 0; V >= 1
+when there are rows. The teacher's row maximum is removed before dividing by
+tau, so the losses are shift-invariant in each logit row to the precision of
+the centred logits, for any tau. Gradients are first order only: differentiating
+a gradient of these losses again (double backward) raises an error.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import kernels
+from ._common import float_arg, kernels
 
 _REDUCTIONS = ("none", "sum", "mean")
 
@@ -34,7 +40,10 @@ def _acc_dtype(logits: torch.Tensor) -> torch.dtype:
 def _rows(x: torch.Tensor, name: str) -> torch.Tensor:
     if x.dim() < 1:
         raise ValueError(f"{name}: expected logits of shape [..., V], got a 0-dim tensor")
-    return x.reshape(-1, x.shape[-1])
+    if x.shape[-1] == 0 and x.numel() == 0 and x.shape[:-1].numel() > 0:
+        raise ValueError(f"{name}: expected V = {name}.shape[-1] >= 1 classes, got shape "
+                         f"{tuple(x.shape)}")
+    return x.reshape(x.shape[:-1].numel(), x.shape[-1])
 
 
 def _weight(weight, lead: torch.Size, logits: torch.Tensor) -> torch.Tensor:
@@ -72,7 +81,8 @@ def generator_loss(student: torch.Tensor, teacher: torch.Tensor, aux: torch.Tens
     lead = student.shape[:-1]
     loss, _ = kernels().moment_generator_loss(
         _rows(student, "student"), _rows(teacher.detach(), "teacher"), _rows(aux.detach(), "aux"),
-        _weight(weight, lead, student), float(tau), float(top_p), float(delta))
+        _weight(weight, lead, student), float_arg(tau, "tau"), float_arg(top_p, "top_p"),
+        float_arg(delta, "delta"))
     return _reduce(loss.reshape(lead), reduction)
 
 
@@ -98,7 +108,8 @@ def auxiliary_loss(aux: torch.Tensor, teacher: torch.Tensor, target: torch.Tenso
         raise ValueError(f"target: expected int64 ids or floating-point logits, got {target.dtype}")
     loss, _ = kernels().moment_auxiliary_loss(
         _rows(aux, "aux"), _rows(teacher.detach(), "teacher"), ids, soft,
-        _weight(weight, lead, aux), float(tau), float(top_p), float(delta), validate)
+        _weight(weight, lead, aux), float_arg(tau, "tau"), float_arg(top_p, "top_p"),
+        float_arg(delta, "delta"), validate)
     return _reduce(loss.reshape(lead), reduction)
 
 
@@ -198,6 +209,27 @@ def register_autograd(ns: str) -> None:
                                     setup_context=_gen_setup)
     torch.library.register_autograd(f"{ns}::moment_auxiliary_loss", aux_backward,
                                     setup_context=_aux_setup)
+    # The backward ops are not differentiable: differentiating through them
+    # (create_graph=True, then a second grad) gets a clear error instead of
+    # None or torch's "appears to not have been used in the graph".
+    for op, loss in (("moment_generator_loss_backward", "generator_loss"),
+                     ("moment_auxiliary_loss_backward", "auxiliary_loss")):
+        torch.library.register_autograd(f"{ns}::{op}", _no_double_backward(loss),
+                                        setup_context=_no_setup)
+
+
+def _no_setup(ctx, inputs, output):
+    pass
+
+
+def _no_double_backward(loss: str):
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"dmmd_ext.ops.{loss}: double backward is not supported (its gradient was "
+            f"differentiated again, e.g. after autograd.grad(..., create_graph=True)); "
+            f"use the reference implementation dmmd_ext.reference.{loss} for higher-order "
+            f"gradients")
+    return backward
 
 
 register_autograd("dmmd_ext")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ._common import MASKED, as_rate, kernels, process_id
+from ._common import (MASKED, as_rate, float_arg, int_arg, kernels, offset_arg, process_id,
+                      seed_arg)
 
 
 def posterior_step(
@@ -34,14 +35,25 @@ def posterior_step(
     position, z_s ~ q(z_s | z_t, x). temperature/top_k/top_p sharpen the draw
     of x as in sample_categorical; a logits column at mask_id is never drawn.
     A position whose logits row is invalid (NaN) gets x = z_s = -1.
-    validate=False skips the range checks, which synchronize on CUDA.
+
+    Ranges: alpha_t, alpha_s in [0, 1] with alpha_s >= alpha_t; z_t ids in
+    [0, K) (or mask_id); temperature, top_k, top_p as in sample_categorical.
+    validate=False skips the value checks, which synchronize on CUDA.
+
+    Randomness: with an explicit `seed`, `offset` counts calls (one per step):
+    each (seed, offset) owns its own block of the Philox stream, disjoint from
+    every other offset's, so steps at offsets 0, 1, 2, ... are independent;
+    the same (seed, offset) gives the same result on CPU and CUDA. seed: an
+    integer in [-2^63, 2^64); offset: an integer in [0, 2^61). Without a seed
+    the generator (or the device's default one) is used and advanced.
     """
     pid = process_id(process)
-    if mask_id is None:
-        mask_id = logits.shape[-1] if pid == MASKED else -1
+    mask_id = (logits.shape[-1] if pid == MASKED else -1) if mask_id is None else int_arg(
+        mask_id, "mask_id")
     return kernels().posterior_step(
-        z_t, logits, as_rate(alpha_t, z_t), as_rate(alpha_s, z_t), pid, int(mask_id),
-        float(temperature), int(top_k), float(top_p), generator, seed, int(offset), validate
+        z_t, logits, as_rate(alpha_t, z_t), as_rate(alpha_s, z_t), pid, mask_id,
+        float_arg(temperature, "temperature"), int_arg(top_k, "top_k"),
+        float_arg(top_p, "top_p"), generator, seed_arg(seed), offset_arg(offset), validate
     )
 
 

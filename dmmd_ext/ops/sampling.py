@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import kernels
+from ._common import float_arg, int_arg, kernels, offset_arg, seed_arg
 
 
 def sample_categorical(
@@ -26,14 +26,26 @@ def sample_categorical(
     `exclude`; the top_k largest (0 = off, ties at the threshold kept); the
     nucleus of mass top_p (ties kept). Rows where `mask` (bool [...]) is False,
     rows with a NaN logit, and rows with no class above -inf return -1 (masked
-    rows are not read). If some scaled logits are +inf the draw is uniform
-    among them. An explicit (seed, offset) gives bitwise-identical results on
-    CPU and CUDA; otherwise the generator (or the device's default) is used.
+    rows are not read). If some logits are +inf the draw is uniform among them.
+
+    Ranges: temperature any finite value > 0 (the row's largest logit is
+    removed before dividing, in float64, so no finite logit and temperature
+    overflow or lose the noise: the draw is an exact Gumbel-max draw of
+    softmax(logits / temperature) up to float32 noise at every scale); top_k
+    >= 0; top_p in (0, 1]; exclude -1 or a class id in [0, V).
+
+    Randomness: with an explicit `seed`, `offset` counts calls: each
+    (seed, offset) owns its own block of the Philox stream, disjoint from every
+    other offset's, so offsets 0, 1, 2, ... give independent draws (use a new
+    offset for every call that must be independent); the same (seed, offset)
+    gives bitwise the same result on CPU and CUDA. seed: an integer in
+    [-2^63, 2^64); offset: an integer in [0, 2^61). Without a seed the
+    generator (or the device's default one) is used and advanced.
     """
     return kernels().sample_categorical(
-        logits, float(temperature), int(top_k), float(top_p), mask, int(exclude), generator,
-        seed, int(offset)
-    )
+        logits, float_arg(temperature, "temperature"), int_arg(top_k, "top_k"),
+        float_arg(top_p, "top_p"), mask, int_arg(exclude, "exclude"), generator, seed_arg(seed),
+        offset_arg(offset))
 
 
 @torch.library.register_fake("dmmd_ext::sample_categorical")

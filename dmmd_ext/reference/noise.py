@@ -3,8 +3,10 @@ bits -> noise transforms in float64 (csrc/include/dmmd/philox.h, noise.h).
 
 Counter for one draw (philox_counter, mirroring philox_counter in philox.h):
 (element_lo, element_hi, block_lo, 0x80000000 | block_hi) with
-block = offset // 4 + sub_stream; key = the 64-bit seed. The top bit of the
-last word keeps every counter off the ones torch's own Philox users (curand /
+block = 4 * offset + sub_stream; key = the 64-bit seed. `offset` counts calls:
+call `offset` owns blocks [4 offset, 4 offset + 4), one per sub-stream, so
+different offsets never share a random number. The top bit of the last word
+keeps every counter off the ones torch's own Philox users (curand /
 at::Philox4_32: (offset/4 + calls, thread index), same key) can reach."""
 
 from __future__ import annotations
@@ -38,14 +40,17 @@ def philox4x32_10(ctr: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
 _W_TAG = 0x80000000  # top bit of counter word w: never set by torch's counters
 
 
+SUB_STREAMS_PER_CALL = 4
+MAX_OFFSET = (1 << 61) - 1
+
+
 def philox_counter(offset: int, sub_stream: int, elements: torch.Tensor) -> torch.Tensor:
     """[..., 4] int64 counter words for the given elements of one sub-stream of
     one call: (element_lo, element_hi, block_lo, 0x80000000 | block_hi)."""
-    if not (0 <= offset < 1 << 64 and 0 <= sub_stream < 1 << 32):
-        raise ValueError(f"expected 0 <= offset < 2^64 and 0 <= sub_stream < 2^32, got "
-                         f"offset={offset}, sub_stream={sub_stream}")
-    block = (offset >> 2) + sub_stream
-    assert block < 1 << 63  # offset // 4 < 2^62, sub_stream < 2^32
+    if not (0 <= offset <= MAX_OFFSET and 0 <= sub_stream < SUB_STREAMS_PER_CALL):
+        raise ValueError(f"expected 0 <= offset < 2^61 and 0 <= sub_stream < "
+                         f"{SUB_STREAMS_PER_CALL}, got offset={offset}, sub_stream={sub_stream}")
+    block = offset * SUB_STREAMS_PER_CALL + sub_stream  # < 2^63
     e = elements.to(torch.int64)
     return torch.stack(
         [e & _M32, (e >> 32) & _M32, torch.full_like(e, block & _M32),

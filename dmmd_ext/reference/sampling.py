@@ -5,6 +5,11 @@ Same Philox words as the kernel (sub-stream 0, element row * ceil(V/2) + v//2,
 words 0-1 for even v, 2-3 for odd v), float64 Gumbel transform, sort-based
 top-k / top-p.
 
+Scores use the centred logits x_v = (l_v - lmax) / T (`centred_logits`: the
+row's largest candidate logit removed and the division done in float64, then
+one rounding to float32, as the kernels' centred_logit does), so the draw keeps
+the noise's precision however large |l / T| is and never overflows.
+
 The kept set (`keep_set`) is the kernels' exactly, bit for bit. Top-p masses
 are integers: m_v = round(det_exp64(x_v - xmax) * 2^S), ties to even, with
 S = min(52, 62 - V.bit_length()) and det_exp64 the kernels' exp (detmath.h,
@@ -123,19 +128,32 @@ def keep_set(x: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     return keep
 
 
+def centred_logits(l: torch.Tensor, temperature: float, cand: torch.Tensor) -> torch.Tensor:
+    """x = (l - lmax) / T for float32 rows l [N, V]: lmax is the largest
+    candidate logit of the row (NaN ignored); the subtraction and division are
+    float64 operations, rounded once to float32. Rows with lmax = +inf give +inf
+    for the +inf classes and -inf elsewhere. Non-candidates are not masked here."""
+    lc = torch.where(cand & ~torch.isnan(l), l, torch.full_like(l, -_INF))
+    lmax = lc.max(1, keepdim=True).values if l.shape[1] > 0 else lc[:, :1]
+    x = ((l.double() - lmax.double()) / float(temperature)).float()
+    inf_row = lmax == _INF
+    at_inf = torch.where(l == _INF, torch.full_like(x, _INF), torch.full_like(x, -_INF))
+    return torch.where(inf_row & ~torch.isnan(l), at_inf, x)
+
+
 def kept_classes(l: torch.Tensor, temperature: float, top_k: int, top_p: float,
                  exclude: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For float32 rows l [N, V]: the scaled logits x (-inf for non-candidates),
-    the valid rows (no NaN candidate, some x > -inf) and the kept set (the +inf
-    classes if any, else top-k then top-p)."""
+    """For float32 rows l [N, V]: the centred logits x (-inf for
+    non-candidates), the valid rows (no NaN candidate, some l > -inf) and the
+    kept set (the +inf classes if any, else top-k then top-p)."""
     N, V = l.shape
-    x = l / torch.full_like(l, float(torch.tensor(temperature, dtype=torch.float32)))
     cand = torch.ones(N, V, dtype=torch.bool)
     if exclude >= 0:
         cand[:, exclude] = False
     nan_row = (torch.isnan(l) & cand).any(1)
-    x = torch.where(cand & ~nan_row[:, None], x, torch.full_like(x, -_INF))
-    valid = (x > -_INF).any(1) & ~nan_row
+    valid = ((l > -_INF) & cand).any(1) & ~nan_row
+    x = centred_logits(l, temperature, cand)
+    x = torch.where(cand & valid[:, None], x, torch.full_like(x, -_INF))
     has_inf = (x == _INF).any(1, keepdim=True)
     keep = torch.where(has_inf, x == _INF, keep_set(x, top_k, top_p))
     return x, valid, keep

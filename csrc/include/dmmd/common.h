@@ -14,9 +14,9 @@ namespace dmmd {
 // Process kinds, shared with Python (dmmd_ext/ops/_common.py).
 enum Process : int64_t { kMasked = 0, kUniform = 1 };
 
-// Which Philox sub-stream an op uses for which purpose. Each op advances the
-// generator offset by 4 * (number of sub-streams it uses), so sub-streams of
-// one call never collide with those of the next.
+// Which Philox sub-stream an op uses for which purpose (< 4: a call owns four
+// Philox blocks, philox.h), so sub-streams of one call never collide with
+// those of another call.
 enum SubStream : uint32_t {
   kStreamCorruptDecision = 0,
   kStreamCorruptToken = 1,

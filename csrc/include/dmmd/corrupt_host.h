@@ -26,9 +26,14 @@ inline Rates check_corrupt_args(const at::Tensor& x0, const at::Tensor& alpha, i
   check_same_device(x0, "x0", alpha, "alpha");
   check_process(process);
   TORCH_CHECK(vocab_size >= 1, "vocab_size: expected >= 1, got ", vocab_size);
-  if (process == kMasked)
+  if (process == kMasked) {
     TORCH_CHECK(mask_id >= vocab_size, "mask_id: expected an id >= vocab_size (", vocab_size,
                 ") for the masked process, got ", mask_id);
+    check_fits_int32(x0, "x0", mask_id, "mask_id");
+  } else {
+    // uniform draws lie in [0, vocab_size): the largest must fit the dtype
+    check_fits_int32(x0, "x0", vocab_size - 1, "vocab_size - 1");
+  }
   if (keep) {
     TORCH_CHECK(keep->scalar_type() == at::kBool, "keep: expected bool, got ", keep->scalar_type());
     TORCH_CHECK(keep->sizes() == x0.sizes(), "keep: expected shape ", x0.sizes(), ", got ",

@@ -3,9 +3,23 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <string>
 
 namespace dmmd {
+
+// A double in the shortest form that reads back as the same value (so
+// 1.0000001 is not printed as 1), for messages.
+inline std::string repr(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[40];
+  const auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
 
 inline void check_dtype_in(const at::Tensor& t, const char* name,
                            std::initializer_list<at::ScalarType> allowed) {
@@ -53,8 +67,19 @@ inline void check_token_range(const at::Tensor& t, const char* name, int64_t hi)
 inline void check_unit_interval(const at::Tensor& r, const char* name) {
   if (r.numel() == 0) return;
   const bool ok = at::logical_and(r >= 0, r <= 1).all().item<bool>();
-  TORCH_CHECK(ok, name, ": expected values in [0, 1], got min ", r.min().item<double>(), ", max ",
-              r.max().item<double>());
+  if (ok) return;
+  TORCH_CHECK(!at::isnan(r).any().item<bool>(), name, ": expected values in [0, 1], got NaN");
+  TORCH_CHECK(false, name, ": expected values in [0, 1], got min ", repr(r.min().item<double>()),
+              ", max ", repr(r.max().item<double>()));
+}
+
+// An id stored in int32 token tensors must fit: int32 tensors cannot hold a
+// larger one, it would wrap.
+inline void check_fits_int32(const at::Tensor& tokens, const char* tname, int64_t id,
+                             const char* name) {
+  if (tokens.scalar_type() != at::kInt) return;
+  TORCH_CHECK(id <= std::numeric_limits<int32_t>::max(), name, ": expected a value <= 2^31 - 1 "
+              "for int32 ", tname, " (it would wrap), got ", id);
 }
 
 }  // namespace dmmd

@@ -16,7 +16,13 @@
 // Sharpened teacher: T~_j = T_j / tau - delta * [T_j < thr], thr the nucleus
 // threshold in T's own units (-inf: everything inside, the top_p = 1 path).
 // The nucleus is {j : T_j >= thr}; equal logits have equal probabilities, so
-// every class tied with the threshold is inside.
+// every class tied with the threshold is inside. The teacher stream keeps its
+// running maximum h in T's own units and forms T~_j - h / tau as
+// (T_j - h) / tau - delta [T_j < thr] (sharpen_centred): the maximum is removed
+// before the division by tau, so shifting every logit by a constant leaves the
+// loss unchanged to the precision of the centred logits (T_j / tau formed
+// first would round at the scale of |T_j| / tau), and (T_j - h) / tau <= 0
+// never overflows. Its sums rescale by exp((h_old - h_new) / tau).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -68,18 +74,27 @@ DMMD_HD acc_t rescale_factor(acc_t m_old, acc_t m_new) {
   return m_old == neg_inf<acc_t>() ? acc_t(0) : exp_(m_old - shift_of(m_new));
 }
 
+// exp((old shift - new shift) * k): rescale_factor for a stream whose
+// exponent is (x - shift) * k (the teacher's, k = 1 / tau).
 template <typename acc_t>
-DMMD_HD acc_t sharpen(acc_t t, acc_t inv_tau, acc_t thr, acc_t delta) {
-  return t * inv_tau - (t >= thr ? acc_t(0) : delta);
+DMMD_HD acc_t rescale_factor_k(acc_t m_old, acc_t m_new, acc_t k) {
+  return m_old == neg_inf<acc_t>() ? acc_t(0) : exp_((m_old - shift_of(m_new)) * k);
 }
 
-// Online log-sum-exp of one stream (the nucleus's pass over T / tau).
+// T~_j - h / tau for the stream shift h (T's units), k = 1 / tau.
+template <typename acc_t>
+DMMD_HD acc_t sharpen_centred(acc_t t, acc_t h, acc_t k, acc_t thr, acc_t delta) {
+  return (t - h) * k - (t >= thr ? acc_t(0) : delta);
+}
+
+// Online log-sum-exp of exp((x - m) * k) (the nucleus's pass over T / tau,
+// the maximum m in T's units).
 template <typename acc_t>
 struct LseAcc {
-  acc_t m = neg_inf<acc_t>(), s = 0;
+  acc_t m = neg_inf<acc_t>(), s = 0, k = 1;
   DMMD_HD void rescale(acc_t n) {
     if (!(n > m)) return;
-    s *= rescale_factor(m, n);
+    s *= rescale_factor_k(m, n, k);
     m = n;
   }
   DMMD_HD void merge(LseAcc o) {
@@ -104,11 +119,14 @@ DMMD_HD void gen_add(acc_t& sS, acc_t& sA, acc_t& sT, acc_t& u, acc_t s, acc_t a
   u += eS > acc_t(0) ? eS * (ha - ht) : acc_t(0);
 }
 
+// The T stream's maximum mT is in T's own units and its values arrive
+// centred: tc_j = T~_j - hT / tau (sharpen_centred with hT = shift_of(mT)).
 template <typename acc_t>
 struct GenAcc {
   acc_t mS = neg_inf<acc_t>(), mA = neg_inf<acc_t>(), mT = neg_inf<acc_t>();
   acc_t sS = 0, sA = 0, sT = 0;
-  acc_t u = 0;  // sum_j exp(S_j - hS) * ((A_j - hA) - (T~_j - hT)), h = shift_of(m)
+  acc_t u = 0;  // sum_j exp(S_j - hS) * ((A_j - hA) - tc_j), h = shift_of(m)
+  acc_t k = 1;  // 1 / tau
 
   // Raise the maxima to (at least) the given batch maxima.
   DMMD_HD void rescale(acc_t nS, acc_t nA, acc_t nT) {
@@ -119,18 +137,14 @@ struct GenAcc {
     const acc_t fS = rescale_factor(mS, nS);
     sS *= fS;
     sA *= rescale_factor(mA, nA);
-    sT *= rescale_factor(mT, nT);
-    const acc_t dshift = (shift_of(nA) - shift_of(mA)) - (shift_of(nT) - shift_of(mT));
+    sT *= rescale_factor_k(mT, nT, k);
+    const acc_t dshift = (shift_of(nA) - shift_of(mA)) - (shift_of(nT) - shift_of(mT)) * k;
     u = sS > acc_t(0) ? u * fS - sS * dshift : acc_t(0);
     mS = nS, mA = nA, mT = nT;
   }
   DMMD_HD acc_t hS() const { return shift_of(mS); }
   DMMD_HD acc_t hA() const { return shift_of(mA); }
   DMMD_HD acc_t hT() const { return shift_of(mT); }
-  // One element, after rescale() covered it.
-  DMMD_HD void add(acc_t s, acc_t a, acc_t t) {
-    gen_add(sS, sA, sT, u, s, a, t, hS(), hA(), hT(), [](acc_t x) { return exp_(x); });
-  }
   DMMD_HD void merge(GenAcc o) {
     rescale(o.mS, o.mA, o.mT);
     o.rescale(mS, mA, mT);
@@ -152,11 +166,11 @@ struct GenAcc {
 };
 
 // dL/dS_j for one element: g w p_j (d_j - mean_d); 0 where p_j = 0. st: the
-// row's GenStat columns.
+// row's GenStat columns; tc = sharpen_centred(T_j, st[kGenHT], 1 / tau, ...).
 template <typename acc_t, typename Exp>
-DMMD_HD acc_t gen_grad(acc_t s, acc_t a, acc_t t, acc_t gw, const acc_t* st, Exp ex) {
+DMMD_HD acc_t gen_grad(acc_t s, acc_t a, acc_t tc, acc_t gw, const acc_t* st, Exp ex) {
   const acc_t p = ex((s - st[kGenHS]) - st[kGenLogSS]);
-  const acc_t d = ((a - st[kGenHA]) - st[kGenLogSA]) - ((t - st[kGenHT]) - st[kGenLogST]);
+  const acc_t d = ((a - st[kGenHA]) - st[kGenLogSA]) - (tc - st[kGenLogST]);
   const acc_t mean_d = st[kGenMeanD];
   const acc_t g = gw * p * (d - mean_d);
   return p == acc_t(0) ? acc_t(0) : g;  // NaN p stays NaN
@@ -180,19 +194,21 @@ DMMD_HD void aux_add_soft(acc_t& sS, acc_t& uS, acc_t s, acc_t a, acc_t hS, acc_
   uS += eS > acc_t(0) ? eS * (a - hA) : acc_t(0);
 }
 
+// The T stream as in GenAcc: maximum in T's units, values arrive centred.
 template <typename acc_t>
 struct AuxAcc {
   acc_t mA = neg_inf<acc_t>(), mT = neg_inf<acc_t>(), mS = neg_inf<acc_t>();
   acc_t sA = 0, sT = 0, sS = 0;
-  acc_t uT = 0;  // sum_j exp(T~_j - hT) * (A_j - hA)
+  acc_t uT = 0;  // sum_j exp(tc_j) * (A_j - hA), tc_j = T~_j - hT / tau
   acc_t uS = 0;  // sum_j exp(S_j - hS) * (A_j - hA)   (soft targets only)
+  acc_t k = 1;   // 1 / tau
 
   DMMD_HD void rescale(acc_t nA, acc_t nT, acc_t nS) {
     if (!(nA > mA) && !(nT > mT) && !(nS > mS)) return;  // the common case: no new maximum
     nA = max_keep(mA, nA);
     nT = max_keep(mT, nT);
     nS = max_keep(mS, nS);
-    const acc_t fT = rescale_factor(mT, nT), fS = rescale_factor(mS, nS);
+    const acc_t fT = rescale_factor_k(mT, nT, k), fS = rescale_factor(mS, nS);
     const acc_t dA = shift_of(nA) - shift_of(mA);
     sA *= rescale_factor(mA, nA);
     sT *= fT;
@@ -204,12 +220,6 @@ struct AuxAcc {
   DMMD_HD acc_t hA() const { return shift_of(mA); }
   DMMD_HD acc_t hT() const { return shift_of(mT); }
   DMMD_HD acc_t hS() const { return shift_of(mS); }
-  DMMD_HD void add(acc_t a, acc_t t) {
-    aux_add(sA, sT, uT, a, t, hA(), hT(), [](acc_t x) { return exp_(x); });
-  }
-  DMMD_HD void add_soft(acc_t s, acc_t a) {
-    aux_add_soft(sS, uS, s, a, hS(), hA(), [](acc_t x) { return exp_(x); });
-  }
   DMMD_HD void merge(AuxAcc o) {
     rescale(o.mA, o.mT, o.mS);
     o.rescale(mA, mT, mS);
@@ -237,11 +247,11 @@ template <typename acc_t, typename Exp>
 DMMD_HD acc_t aux_soft_y(acc_t s, const acc_t* st, Exp ex) {
   return ex((s - st[kAuxHS]) - st[kAuxLogSS]);
 }
-// dL/dA_j = g w (2 softmax(A)_j - (y_j + t~_j)): y, t~ and softmax(A) each sum to one.
+// dL/dA_j = g w (2 softmax(A)_j - (y_j + t~_j)): y, t~ and softmax(A) each sum
+// to one; tc = sharpen_centred(T_j, st[kAuxHT], 1 / tau, ...).
 template <typename acc_t, typename Exp>
-DMMD_HD acc_t aux_grad(acc_t a, acc_t t, acc_t y, acc_t gw, const acc_t* st, Exp ex) {
-  return gw * (acc_t(2) * ex((a - st[kAuxHA]) - st[kAuxLogSA]) -
-               (y + ex((t - st[kAuxHT]) - st[kAuxLogST])));
+DMMD_HD acc_t aux_grad(acc_t a, acc_t tc, acc_t y, acc_t gw, const acc_t* st, Exp ex) {
+  return gw * (acc_t(2) * ex((a - st[kAuxHA]) - st[kAuxLogSA]) - (y + ex(tc - st[kAuxLogST])));
 }
 
 // ---- nucleus selection on the monotone bit pattern of T
@@ -308,7 +318,7 @@ DMMD_HD int radix_digit(key_t<F> key, int pass) {
 }
 
 // Mass of one element in the fixed point of detmath.h, m = round(min(e, 1)
-// 2^S) (ties to even), scale = mass_scale(V) = 2^S. e = exp(T_j / tau - max)
+// 2^S) (ties to even), scale = mass_scale(V) = 2^S. e = exp((T_j - max) / tau)
 // comes from the kernel's own exp (a fast one on CPU, __expf on CUDA), which
 // may round slightly above 1 at the maximum: the clamp keeps the row total
 // < 2^62. min(e, 1) * 2^S is exact in acc_t; the device rounds it with one

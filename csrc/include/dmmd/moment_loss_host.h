@@ -7,7 +7,10 @@
 
 namespace dmmd {
 
-// Loss hyper-parameters, checked once: tau > 0, top_p in (0, 1], delta >= 0.
+// Loss hyper-parameters, checked once: tau in [1e-30, 1e30] (1 / tau is then
+// finite in float32, and (T - max) / tau cannot lose a class of
+// non-negligible probability to float overflow of T - max), top_p in (0, 1],
+// delta finite >= 0.
 struct Sharpen {
   double tau, top_p, delta;
   // top_p = 1 or delta = 0 leave the teacher unchanged by the nucleus: no nucleus work.
@@ -15,10 +18,12 @@ struct Sharpen {
 };
 
 inline Sharpen check_sharpen(double tau, double top_p, double delta) {
-  TORCH_CHECK(std::isfinite(tau) && tau > 0, "tau: expected a finite value > 0, got ", tau);
-  TORCH_CHECK(top_p > 0 && top_p <= 1, "top_p: expected a value in (0, 1], got ", top_p);
+  TORCH_CHECK(tau >= 1e-30 && tau <= 1e30, "tau: expected a value in [1e-30, 1e30], got ",
+              repr(tau));
+  TORCH_CHECK(top_p > 0 && top_p <= 1, "top_p: expected a value in (0, 1] (1 = off), got ",
+              repr(top_p));
   TORCH_CHECK(std::isfinite(delta) && delta >= 0, "delta: expected a finite value >= 0, got ",
-              delta);
+              repr(delta));
   return {tau, top_p, delta};
 }
 

@@ -6,24 +6,30 @@
 //   counter = philox_counter(offset, sub_stream, element)
 //           = (element_lo, element_hi, block_lo, 0x80000000 | block_hi),
 //             where element is a logical coordinate (flat token index, or
-//             row * ceil(V/2) + pair) and block = offset / 4 + sub_stream.
+//             row * ceil(V/2) + pair) and block = offset * 4 + sub_stream.
+// `offset` counts calls: call `offset` owns the four blocks
+// [4 offset, 4 offset + 4), one per sub-stream (an op uses at most
+// kSubStreamsPerCall), so two calls with different offsets never share a
+// random number. Offsets are < 2^61 (kMaxOffset), so block < 2^63.
 // Nothing depends on thread, block or launch geometry, so CPU and CUDA give
 // bitwise-identical draws for the same (seed, offset).
+//
+// A CUDA generator's Philox offset counts 32-bit draws (a multiple of 4); an
+// op takes kGeneratorIncrement of them per call and uses the call index
+// offset / 4 (rng_cuda.cuh), which leaves its four blocks to itself.
 //
 // Why the top bit of word w: torch's own Philox users on the same generator
 // (curand_init(seed, subsequence, offset) in its CUDA kernels, at::Philox4_32)
 // use the same key and the counter (offset/4 + calls, subsequence), i.e.
 // (x, y) = a 64-bit offset count and (z, w) = a thread / subsequence index.
-// Without the tag our (element, block) landed on exactly those counters
-// (element <-> offset/4 + calls, block <-> thread index), so our draws
-// replayed the bits of dropout or torch.rand. torch's w is the high word of a
+// Without the tag our (element, block) could land on exactly those counters
+// (element <-> offset/4 + calls, block <-> thread index), and our draws would
+// replay the bits of dropout or torch.rand. torch's w is the high word of a
 // subsequence (a thread index, far below 2^63), and its (x, y) count never
 // carries into z, w, so its w always has the top bit clear; ours always has it
-// set: the two counter sets are disjoint. The map stays injective because
-// block < 2^63 for every offset: offset / 4 < 2^62 for any uint64 offset and
-// sub_stream < 2^32. This is the one function that builds a counter; the CPU
-// SIMD Philox (cpu/philox_simd.h) takes its z, w from it, and
-// dmmd_ext/reference/noise.py (philox_counter) mirrors it.
+// set: the two counter sets are disjoint. This is the one function that
+// builds a counter; the CPU SIMD Philox (cpu/philox_simd.h) takes its z, w
+// from it, and dmmd_ext/reference/noise.py (philox_counter) mirrors it.
 #pragma once
 #include "common.h"
 
@@ -59,11 +65,17 @@ DMMD_HD U32x4 philox4x32_10(U32x4 c, uint32_t k0, uint32_t k1) {
   return c;
 }
 
+// Sub-streams per call, the largest call offset, and the CUDA generator
+// draws an op reserves per call (4 words per block, 4 blocks).
+constexpr uint32_t kSubStreamsPerCall = 4;
+constexpr uint64_t kMaxOffset = (uint64_t{1} << 61) - 1;
+constexpr uint64_t kGeneratorIncrement = 4 * kSubStreamsPerCall;
+
 // The counter of one logical element of one sub-stream of one call (see the
 // top of this file). Words x, y depend only on the element and z, w only on
 // (offset, sub_stream); the SIMD code relies on that split.
 DMMD_HD U32x4 philox_counter(uint64_t offset, uint32_t sub_stream, uint64_t element) {
-  const uint64_t block = (offset >> 2) + sub_stream;  // < 2^62 + 2^32 < 2^63
+  const uint64_t block = offset * kSubStreamsPerCall + sub_stream;  // < 2^63
   return U32x4{static_cast<uint32_t>(element), static_cast<uint32_t>(element >> 32),
                static_cast<uint32_t>(block),
                0x80000000u | static_cast<uint32_t>(block >> 32)};

@@ -49,9 +49,11 @@ inline PosteriorArgs check_posterior_args(const at::Tensor& z_t, const at::Tenso
               logits.sizes());
   const int64_t K = logits.size(-1);
   TORCH_CHECK(K >= 1 || z_t.numel() == 0, "logits: expected K = logits.size(-1) >= 1, got 0");
-  if (process == kMasked)
+  if (process == kMasked) {
     TORCH_CHECK(mask_id >= 0, "mask_id: expected a non-negative id for the masked process, got ",
                 mask_id);
+    check_fits_int32(z_t, "z_t", mask_id, "mask_id");
+  }
   PosteriorArgs a{as_rows(logits), make_rates(alpha_t, "alpha_t", z_t),
                   make_rates(alpha_s, "alpha_s", z_t),
                   process == kMasked && mask_id < K ? mask_id : -1};
@@ -62,7 +64,7 @@ inline PosteriorArgs check_posterior_args(const at::Tensor& z_t, const at::Tenso
     if (z_t.numel() > 0) {
       const double gap = (rate_like(a.a_s, z_t) - rate_like(a.a_t, z_t)).min().item<double>();
       TORCH_CHECK(gap >= 0.0, "alpha_s: expected alpha_s >= alpha_t everywhere (s < t), got "
-                  "alpha_s - alpha_t as low as ", gap);
+                  "alpha_s - alpha_t as low as ", repr(gap));
     }
   }
   return a;

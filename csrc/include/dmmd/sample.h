@@ -6,20 +6,28 @@
 // Semantics of one row (documented in docs/ARCHITECTURE.md, "Sampling", and
 // stated in dmmd_ext/reference/sampling.py):
 //   candidates  = classes v != exclude;
-//   x_v         = l_v / T in float32 (ddiv), the "scaled logit";
 //   invalid row = NaN among the candidates' logits, or no candidate with
-//                 x_v > -inf  -> the row returns -1;
-//   +inf        = if some x_v == +inf, the draw is uniform among those classes
-//                 (score = Gumbel noise alone) and top-k / top-p are moot;
+//                 l_v > -inf  -> the row returns -1;
+//   lmax        = the largest candidate logit;
+//   +inf        = if lmax == +inf, the draw is uniform among the classes with
+//                 l_v == +inf (score = Gumbel noise alone) and top-k / top-p
+//                 are moot;
+//   x_v         = (l_v - lmax) / T in float64, rounded once to float32: the
+//                 "centred logit" (centred_logit), <= 0, exactly 0 at lmax;
 //   top-k       = keep x_v >= the k-th largest x (ties at the threshold kept);
 //   top-p       = over the kept classes, keep x_v >= x* where x* is the largest
 //                 value whose upper set {x >= x*} holds mass >= target (ties
-//                 kept); masses are integers m_v = round(det_exp64(x_v - xmax)
-//                 2^S), S = min(52, 62 - bit_width(V)), xmax the row's largest
-//                 x, and target = min(total, ceil(top_p * double(total))) for
-//                 the integer total of the kept masses (topp_mass, mass_target:
-//                 exact integer sums, so CPU and CUDA agree bitwise);
+//                 kept); masses are integers m_v = round(det_exp64(x_v) 2^S),
+//                 S = min(52, 62 - bit_width(V)), and target = min(total,
+//                 ceil(top_p * double(total))) for the integer total of the
+//                 kept masses (topp_mass, mass_target: exact integer sums, so
+//                 CPU and CUDA agree bitwise);
 //   draw        = argmax over kept v of dadd(x_v, g_v), lowest index on ties.
+// Centring before scaling is what keeps the draw an exact Gumbel-max draw at
+// every scale: l / T formed first rounds away the noise once |l / T| is about
+// 1e7 (ties then go to the lowest index), and overflows for tiny T; x_v <= 0
+// cannot overflow, and a class whose x_v rounds to -inf has probability below
+// e^-1e38 next to the maximum's.
 // Noise for (row, v): Philox sub-stream 0, element row * ceil(V/2) + v/2,
 // words 0-1 for even v and words 2-3 for odd v (one Philox call per pair).
 #pragma once
@@ -29,7 +37,7 @@ namespace dmmd {
 
 // Sampling parameters after host-side checks.
 struct SampleParams {
-  float temperature;
+  double temperature;
   int64_t top_k;    // 0 or >= number of classes: off
   double top_p;     // 1: off
   int64_t exclude;  // -1: none
@@ -67,9 +75,19 @@ DMMD_HD float gumbel_of(const U32x4& w, bool odd) {
   return gumbel_from_bits(odd ? hi64(w) : lo64(w));
 }
 
-DMMD_HD float scaled_logit(float l, float temperature) { return ddiv(l, temperature); }
+// x = (l - lmax) / T (see the top of this file): one float64 subtraction
+// (exact unless the exponents of l and lmax are more than 29 apart) and one
+// division, then one rounding to float32; IEEE operations, so CPU, CUDA and
+// the reference agree bit for bit. l = -inf gives -inf, NaN stays NaN.
+// Callers handle lmax = -inf (an invalid row) before calling.
+DMMD_HD float centred_logit(float l, float lmax, double temperature) {
+  const float inf = u2f(0x7f800000u);
+  if (lmax == inf) return l == inf ? inf : (l != l ? l : -inf);
+  return static_cast<float>(div64(sub64(static_cast<double>(l), static_cast<double>(lmax)),
+                                  temperature));
+}
 
-// Offer class v with scaled logit x (> -inf, kept) and noise g to the scan.
+// Offer class v with centred logit x (> -inf, kept) and noise g to the scan.
 DMMD_HD void offer(Best& b, float x, float g, int64_t v) {
   const bool inf = x == u2f(0x7f800000u);
   const Best c{inf ? 1 : 0, inf ? g : dadd(x, g), v};

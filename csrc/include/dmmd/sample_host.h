@@ -19,13 +19,10 @@ namespace dmmd {
 
 inline void check_sampling_knobs(double temperature, int64_t top_k, double top_p) {
   TORCH_CHECK(std::isfinite(temperature) && temperature > 0.0,
-              "temperature: expected a finite value > 0, got ", temperature);
+              "temperature: expected a finite value > 0, got ", repr(temperature));
   TORCH_CHECK(top_k >= 0, "top_k: expected >= 0 (0 = off), got ", top_k);
-  TORCH_CHECK(top_p > 0.0 && top_p <= 1.0, "top_p: expected a value in (0, 1], got ", top_p);
-  TORCH_CHECK(static_cast<float>(temperature) > 0.0f &&
-                  std::isfinite(static_cast<float>(temperature)),
-              "temperature: expected a value representable as a positive finite float32, got ",
-              temperature);
+  TORCH_CHECK(top_p > 0.0 && top_p <= 1.0, "top_p: expected a value in (0, 1] (1 = off), got ",
+              repr(top_p));
 }
 
 // logits [..., V] viewed as [N, V] (a view whenever the layout allows it, so
@@ -68,7 +65,7 @@ inline Rows check_sample_args(const at::Tensor& logits, double temperature, int6
 
 inline SampleParams make_params(double temperature, int64_t top_k, double top_p, int64_t exclude,
                                 uint64_t seed, uint64_t offset) {
-  return SampleParams{static_cast<float>(temperature), top_k, top_p, exclude, seed, offset};
+  return SampleParams{temperature, top_k, top_p, exclude, seed, offset};
 }
 
 }  // namespace dmmd
