@@ -280,8 +280,8 @@ def test_narrower_simd_paths_match_widest_bitwise(isa, tmp_path):
     (dict(temperature=-1.0), "temperature"),
     (dict(temperature=float("nan")), "temperature"),
     (dict(temperature=float("inf")), "temperature"),
-    (dict(temperature=1e-50), "temperature: expected a value representable"),
-    (dict(top_p=0.0), r"top_p: expected a value in \(0, 1\], got 0"),
+    # (temperature 1e-50 is accepted now: the row maximum is removed before dividing)
+    (dict(top_p=0.0), r"top_p: expected a value in \(0, 1\] \(1 = off\), got 0"),
     (dict(top_p=1.5), "top_p"),
     (dict(top_k=-1), "top_k: expected >= 0"),
     (dict(exclude=5), r"exclude: expected -1 \(none\) or a class id in \[0, 5\), got 5"),
@@ -301,8 +301,10 @@ def test_errors_dtype_and_shape():
         ops.sample_categorical(torch.empty(3, 0), seed=0)
     with pytest.raises(RuntimeError, match="logits: expected a tensor"):
         ops.sample_categorical(torch.tensor(1.0), seed=0)
-    with pytest.raises(RuntimeError, match="offset"):
+    with pytest.raises(ValueError, match="offset"):
         ops.sample_categorical(torch.randn(3, 5), seed=0, offset=-4)
+    with pytest.raises(RuntimeError, match="offset"):  # the op's own check
+        torch.ops.dmmd_ext.sample_categorical(torch.randn(3, 5), seed=0, offset=-4)
 
 
 # ---- registration -----------------------------------------------------------------------
