@@ -19,6 +19,8 @@ logits of a chunk are F.linear of its rows (the rows of the full F.linear on CPU
 dW sums the chunks in float32 and is rounded once.
 """
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -396,3 +398,76 @@ def test_head_params_and_has_fused_head():
     assert not FH.has_fused_head(torch.nn.Linear(2, 2))  # no hidden()
     with pytest.raises(ValueError, match="needs model.head as an nn.Linear"):
         FH.head_params(torch.nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------- the trainer
+
+def _distill(run_dir, fused_head, target, monkeypatch, student_factory=None):
+    """A few distillation iterations on a tiny masked teacher; returns the logged
+    losses, the student's weights and how often each fused op was called."""
+    from dmmd_ext.data.hmm import hmm_dataset
+    from dmmd_ext.distill import DistillConfig, distill
+    from dmmd_ext.models.transformer import Transformer, TransformerConfig
+    from dmmd_ext.processes import make_process
+    from safetensors.torch import load_file
+
+    calls = {"linear_generator_loss": 0, "linear_auxiliary_loss": 0}
+    for name in calls:
+        def counted(*a, _name=name, _op=getattr(ops, name), **k):
+            calls[_name] += 1
+            return _op(*a, **k)
+        monkeypatch.setattr(ops, name, counted)
+    ds = hmm_dataset("toy", n_train=200, n_val=20, entropy_samples=200)
+    proc = make_process("masked", ds.vocab_size)
+    torch.manual_seed(0)
+    teacher = Transformer(TransformerConfig(vocab_in=proc.input_vocab_size,
+                                            vocab_out=ds.vocab_size, max_len=ds.seq_len,
+                                            d_model=16, n_layers=1, n_heads=2, time_cond="add"))
+    with torch.no_grad():  # logits of scale ~1, so that the losses are not ~0
+        teacher.head.weight.normal_(0, 0.5)
+    cfg = DistillConfig(k=2, steps=6, batch_size=8, lr=1e-3, top_p=0.8, target=target, ema=0.0,
+                        log_every=1, save_every=0, progress=False, device="cpu",
+                        fused_head=fused_head)
+    distill(teacher, proc, ds, cfg, run_dir, student_factory=student_factory)
+    logs = [json.loads(line) for line in open(run_dir / "log.jsonl")]
+    weights = load_file(str(run_dir / "checkpoint" / "model.safetensors"))
+    return logs, weights, calls
+
+
+@pytest.mark.parametrize("target", ["hard", "soft"])
+def test_distill_fused_head_matches_plain(tmp_path, monkeypatch, target, one_thread):
+    monkeypatch.setattr(FH, "DEFAULT_MEMORY_BUDGET", 1000)  # chunks of a few rows
+    fused = _distill(tmp_path / "fused", True, target, monkeypatch)
+    monkeypatch.undo()
+    plain = _distill(tmp_path / "plain", False, target, monkeypatch)
+    assert all(n > 0 for n in fused[2].values()) and not any(plain[2].values())
+    keys = ("gen_loss", "aux_loss", "gen_grad_norm", "aux_grad_norm")
+    for f, p in zip(fused[0], plain[0], strict=True):
+        for k in keys:
+            if k in p:
+                assert f[k] == pytest.approx(p[k], rel=1e-4, abs=1e-6), (f["step"], k)
+    assert abs(plain[0][0]["gen_loss"]) > 1e-3  # the comparison is not of zeros
+    for k, v in plain[1].items():
+        torch.testing.assert_close(fused[1][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_distill_fused_head_errors_and_auto_fallback(tmp_path, monkeypatch):
+    import copy
+
+    from dmmd_ext.distill import DistillConfig
+
+    class NoHidden(torch.nn.Module):  # a student without the fused-head interface
+        def __init__(self, m):
+            super().__init__()
+            self.m, self.d_noise = m, 0
+
+        def forward(self, z, t, noise=None):
+            return self.m(z, t, noise)
+
+    factory = lambda teacher, d_noise: NoHidden(copy.deepcopy(teacher))  # noqa: E731
+    with pytest.raises(ValueError, match="fused_head=True: the student network"):
+        _distill(tmp_path / "a", True, "hard", monkeypatch, student_factory=factory)
+    _, _, calls = _distill(tmp_path / "b", "auto", "hard", monkeypatch, student_factory=factory)
+    assert not any(calls.values())
+    with pytest.raises(ValueError, match="fused_head: expected 'auto', True or False"):
+        DistillConfig(fused_head="on")
