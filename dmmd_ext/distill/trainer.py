@@ -12,6 +12,11 @@ and the auxiliary (starts as the teacher). One iteration (method.md section 2):
     generator iteration: minimize generator_loss(p, teacher(z_s, s), aux(z_s, s))
     auxiliary iteration: minimize auxiliary_loss(aux(z_s, s), teacher(z_s, s), y)
 
+With cfg.fused_head (default 'auto': when all three networks expose hidden()
+and head, ops.fused_head.has_fused_head) the losses are computed from hidden
+states and output heads (ops.linear_generator_loss / linear_auxiliary_loss)
+instead of [B, L, K] logits; the result is the same to rounding.
+
 The student sees z_t at time t; teacher and auxiliary see z_s at time s. The
 iterations cycle through gen_updates generator iterations then aux_updates
 auxiliary ones (default 1:1: even iterations generator, odd auxiliary), each
