@@ -197,13 +197,15 @@ def test_leading_dims_weight_forms_and_no_bias():
 
 
 def test_float64_gradcheck():
-    """The backward of both paths (gradients in the forward for 'sum', the per-row
-    rerun for 'none') against finite differences, float64 kernels."""
+    """The per-row backward (reduction 'none', which reruns the chunks) against
+    finite differences, float64 kernels. gradcheck runs several backwards through
+    one graph, which sum/mean refuse (test below); their backward is checked
+    against the unfused op's above."""
     N, V = 5, 7
     S, T, A = problem(N, V, d=(3, 4, 2), dtype=torch.float64, seed=40)
     w = weights(N, zero=[1], dtype=torch.float64)
     ids = torch.tensor([0, 6, 3, 3, 1])
-    for red in ("none", "sum"):
+    for red in ("none",):
         assert torch.autograd.gradcheck(
             lambda h, W, b: ops.linear_generator_loss(h, W, T[0], T[1], A[0], A[1], w, 0.8, 0.6,
                                                       2.0, red, b_student=b, chunk_size=2),
@@ -284,9 +286,12 @@ def test_chunk_size_override_and_budget(monkeypatch):
 
 def test_chunk_rows():
     MiB = 1 << 20
-    # V = 50257 float32, 4 blocks: 804 KB a row; 128 MiB -> 166 rows -> 160 (a multiple of 8)
-    assert FH.chunk_rows(16384, 50257, torch.float32, 4) == 160
-    assert FH.chunk_rows(100, 50257, torch.float32, 4) == 100
+    # V = 50257 float32, 4 blocks: 804 KB a row; CPU's 32 MiB -> 41 rows -> 40 (a multiple of 8)
+    assert FH.chunk_rows(16384, 50257, torch.float32, 4) == 40
+    # CUDA's 512 MiB, bf16 at V = 128256 (float32 products without copies): 1 MB a row
+    if FH._MM_OUT_DTYPE:
+        assert FH.chunk_rows(8192, 128256, torch.bfloat16, 4, device="cuda") == 520
+    assert FH.chunk_rows(30, 50257, torch.float32, 4) == 30  # at most n
     assert FH.chunk_rows(10, 50257, torch.float32, 4, memory_budget=MiB) == 1
     # bf16 on CPU adds a float32 copy of dlogits: 4 * 2 + 4 = 12 B per class and row
     assert FH.chunk_rows(10**6, 1000, torch.bfloat16, 4, memory_budget=12000 * 64) == 64
@@ -436,7 +441,7 @@ def _distill(run_dir, fused_head, target, monkeypatch, student_factory=None):
 
 @pytest.mark.parametrize("target", ["hard", "soft"])
 def test_distill_fused_head_matches_plain(tmp_path, monkeypatch, target, one_thread):
-    monkeypatch.setattr(FH, "DEFAULT_MEMORY_BUDGET", 1000)  # chunks of a few rows
+    monkeypatch.setitem(FH.DEFAULT_MEMORY_BUDGET, "cpu", 1000)  # chunks of a few rows
     fused = _distill(tmp_path / "fused", True, target, monkeypatch)
     monkeypatch.undo()
     plain = _distill(tmp_path / "plain", False, target, monkeypatch)
@@ -471,3 +476,14 @@ def test_distill_fused_head_errors_and_auto_fallback(tmp_path, monkeypatch):
     assert not any(calls.values())
     with pytest.raises(ValueError, match="fused_head: expected 'auto', True or False"):
         DistillConfig(fused_head="on")
+
+
+def test_second_backward_through_the_graph_is_refused():
+    """sum/mean scale their saved gradients in place: a retain_graph rerun must fail
+    loudly, not scale twice."""
+    S, T, A = problem(6, 11, seed=120)
+    hs, ws, bs = leaves(*S)
+    loss = ops.linear_generator_loss(hs, ws, T[0], T[1], A[0], A[1], reduction="sum")
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

@@ -10,12 +10,15 @@ kernel (d loss / d logits of the differentiable model), then
 `dh[rows] = dlogits @ W`, `dW += dlogits.T @ h[rows]`, `db += dlogits.sum(0)`
 (dW, db accumulated in float32). Extra memory: a few C x V blocks plus the
 N x d and V x d gradients, never N x V. C comes from a memory budget for the
-blocks (`memory_budget`, default 128 MiB) unless `chunk_size` is given.
+blocks (`memory_budget`, default DEFAULT_MEMORY_BUDGET: 32 MiB on CPU, 512 MiB
+on CUDA) unless `chunk_size` is given.
 
 Gradients are computed during the forward for reduction 'sum' and 'mean', so the
 backward only scales them by the incoming scalar. For reduction 'none' the
 incoming gradient is per row and unknown in the forward: the forward computes
-the loss only and the backward reruns the chunks with it.
+the loss only and the backward reruns the chunks with it. sum/mean scale their
+saved gradients in place (no second V x d copy), so they allow one backward per
+forward (a retain_graph rerun raises); reduction='none' then .sum() allows more.
 
 Shapes: h [..., d] (leading dims flattened into N rows; teacher and auxiliary
 hidden states share the student's leading dims but may have their own d), W
@@ -38,7 +41,11 @@ from .losses import _REDUCTIONS, _acc_dtype, _weight
 __all__ = ["linear_generator_loss", "linear_auxiliary_loss", "chunk_rows", "head_params",
            "has_fused_head", "DEFAULT_MEMORY_BUDGET"]
 
-DEFAULT_MEMORY_BUDGET = 128 << 20  # bytes for one chunk's V-wide blocks
+# Bytes for one chunk's V-wide blocks, per device type. CUDA: enough rows (>= 256
+# at V = 128k in bf16) that each chunk's matmuls stay compute bound rather than
+# re-reading W per chunk; CPU BLAS is efficient from a few dozen rows.
+DEFAULT_MEMORY_BUDGET = {"cuda": 512 << 20, "cpu": 32 << 20}
+_VOCAB_SLICE = 8192  # dW rows per float32 product on CUDA (bounds its temporary)
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 _AUTOCASTABLE = (torch.float32, torch.bfloat16, torch.float16)
 # float32 products of low-precision matrices without float32 copies (CUDA only).
@@ -81,13 +88,16 @@ def _upcasts(dtype: torch.dtype, device: torch.device) -> bool:
 def chunk_rows(n: int, vocab: int, dtype: torch.dtype, blocks: int,
                memory_budget: int | None = None, device="cpu") -> int:
     """Rows per chunk so that `blocks` [C, V] blocks of dtype (plus a float32 copy
-    of dlogits where dW accumulation needs one) fit in memory_budget bytes; a
-    multiple of 8 when at least 8, at most n."""
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    of dlogits where dW accumulation needs one) fit in memory_budget bytes
+    (default: DEFAULT_MEMORY_BUDGET of the device type); a multiple of 8 when at
+    least 8, at most n."""
+    device = torch.device(device)
+    budget = (DEFAULT_MEMORY_BUDGET.get(device.type, DEFAULT_MEMORY_BUDGET["cpu"])
+              if memory_budget is None else int(memory_budget))
     if budget <= 0:
         raise ValueError(f"memory_budget: expected a number of bytes > 0, got {memory_budget}")
     per_row = max(1, vocab) * (blocks * dtype.itemsize
-                               + (4 if _upcasts(dtype, torch.device(device)) else 0))
+                               + (4 if _upcasts(dtype, device) else 0))
     rows = max(1, budget // per_row)
     if rows >= 8:
         rows -= rows % 8
@@ -103,11 +113,14 @@ def _chunk(n, vocab, dtype, blocks, chunk_size, memory_budget, device) -> int:
 
 
 def _add_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """acc += a @ b with the products summed in acc's float32 (float64) precision."""
+    """acc += a @ b with the products summed in acc's float32 (float64) precision.
+    CUDA low precision: float32 products of a's row slices (no float32 copy of a;
+    the temporary is a slice of acc, not all of it)."""
     if a.dtype == acc.dtype:
         acc.addmm_(a, b)
     elif a.is_cuda and _MM_OUT_DTYPE:
-        acc.add_(torch.mm(a, b, out_dtype=acc.dtype))
+        for i in range(0, a.shape[0], _VOCAB_SLICE):
+            acc[i:i + _VOCAB_SLICE].add_(torch.mm(a[i:i + _VOCAB_SLICE], b, out_dtype=acc.dtype))
     else:
         acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
 
@@ -135,6 +148,7 @@ def _run_chunks(h, w, b, n_chunk, block, grad_rows, need):
             _add_mm(dw, dx.t(), hc)
         if db is not None:
             db.add_(dx.sum(0, dtype=acc))
+        del dx  # before the next chunk's blocks exist
     loss = torch.cat(losses) if losses else h.new_zeros((0,), dtype=acc)
     dh = None
     if want and need[0]:
@@ -164,8 +178,12 @@ def _reduced(loss: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def _out_grads(grads, g, originals):
-    """Saved gradients scaled by the incoming scalar g, in the inputs' dtypes."""
-    return tuple(None if d is None else (d * g).to(x.dtype) for d, x in zip(grads, originals))
+    """Gradients in the inputs' dtypes; saved ones (g not None) scaled in place by
+    the incoming scalar g, so that no second V x d copy exists. In place: a second
+    backward through the same graph (retain_graph) fails autograd's saved-tensor
+    version check instead of scaling twice."""
+    return tuple(None if d is None else (d if g is None else d.mul_(g)).to(x.dtype)
+                 for d, x in zip(grads, originals))
 
 
 # ---------------------------------------------------------------- generator loss
@@ -198,7 +216,7 @@ class _GeneratorHead(torch.autograd.Function):
                 args = _cast(dtype, hs, ws, bs, *rest[:-1])
                 _, *grads = _gen_loop(args, weight, tau, top_p, delta, n_chunk,
                                       g.detach().to(_acc_dtype(args[0])), need)
-            grads = _out_grads(grads, 1.0, (hs, ws, bs))
+            grads = _out_grads(grads, None, (hs, ws, bs))
         else:
             hs, ws, bs, *grads = saved
             grads = _out_grads(grads, g, (hs, ws, bs))
@@ -276,7 +294,7 @@ class _AuxiliaryHead(torch.autograd.Function):
                         + _target_cast(dtype, hy, wy, by))
                 _, *grads = _aux_loop(args, weight, tau, top_p, delta, False, n_chunk,
                                       g.detach().to(_acc_dtype(args[0])), need)
-            grads = _out_grads(grads, 1.0, (ha, wa, ba))
+            grads = _out_grads(grads, None, (ha, wa, ba))
         else:
             ha, wa, ba, *grads = saved
             grads = _out_grads(grads, g, (ha, wa, ba))
