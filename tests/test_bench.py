@@ -121,3 +121,19 @@ def test_cpu_peak_memory_sees_allocations_after_timing_mode():
     peak = C.peak_extra_bytes(lambda: torch.ones(4 << 20).sum(), "cpu")
     assert peak >= 15 << 20, peak
     assert C.peak_extra_bytes(lambda: None, "cpu") < 4 << 20
+
+
+def test_fused_head_bench_smoke(tmp_path, one_thread):
+    """python/bench_fused_head.py at a toy shape: every CPU impl measured, Liger
+    skipped cleanly without CUDA, the ratios consistent with the timings."""
+    import bench_fused_head
+    res = bench_fused_head.main(["--device", "cpu", "--smoke", "--warmup", "0", "--repeats", "2",
+                                 "--chunk-size", "7", "--out", str(tmp_path)])
+    assert [r["loss"] for r in res["rows"]] == ["generator", "auxiliary"]
+    for r in res["rows"]:
+        for name in ("eager", "matmul+fused", "fused-head"):
+            assert r["impls"][name]["median_s"] > 0 and r["impls"][name]["peak_extra_B"] >= 0, r
+        assert "skipped" in r["impls"]["liger-jsd"]
+        assert r["time_vs_matmul_fused"] == pytest.approx(
+            r["impls"]["fused-head"]["median_s"] / r["impls"]["matmul+fused"]["median_s"])
+    assert (tmp_path / "fused_head_cpu.md").read_text().count("\n| generator |") == 1

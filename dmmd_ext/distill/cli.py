@@ -18,6 +18,7 @@ from pathlib import Path
 from ..cli import Command, _load_data
 from .trainer import TARGETS, WEIGHTS, DistillConfig
 
+_FUSED_HEAD = {"auto": "auto", "on": True, "off": False}
 _DATA_KEYS = ("data", "hmm_preset", "n_train", "seq_len", "data_path", "data_seed")
 
 
@@ -75,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     g.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
+    g.add_argument("--fused-head", default="auto", choices=sorted(_FUSED_HEAD),
+                   help="losses from hidden states + output heads, never the [B, L, K] logits "
+                        "(auto: when every network exposes hidden() and head)")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--no-resume", action="store_true",
                    help="start over even if RUN_DIR/checkpoint exists")
@@ -88,7 +92,7 @@ def config_from_args(a: argparse.Namespace) -> DistillConfig:
         tau=a.tau, top_p=a.top_p, delta=a.delta, weight=a.weight, max_weight=a.max_weight,
         d_noise=a.d_noise, process=a.process, eval_every=a.eval_every, save_every=a.save_every,
         log_every=a.log_every, seed=a.seed, device=a.device, bf16=not a.no_bf16,
-        progress=not a.no_progress)
+        fused_head=_FUSED_HEAD[a.fused_head], progress=not a.no_progress)
 
 
 def load_distill_data(a: argparse.Namespace, teacher_cfg: dict):

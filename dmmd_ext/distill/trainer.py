@@ -12,6 +12,11 @@ and the auxiliary (starts as the teacher). One iteration (method.md section 2):
     generator iteration: minimize generator_loss(p, teacher(z_s, s), aux(z_s, s))
     auxiliary iteration: minimize auxiliary_loss(aux(z_s, s), teacher(z_s, s), y)
 
+With cfg.fused_head (default 'auto': when all three networks expose hidden()
+and head, ops.fused_head.has_fused_head) the losses are computed from hidden
+states and output heads (ops.linear_generator_loss / linear_auxiliary_loss)
+instead of [B, L, K] logits; the result is the same to rounding.
+
 The student sees z_t at time t; teacher and auxiliary see z_s at time s. The
 iterations cycle through gen_updates generator iterations then aux_updates
 auxiliary ones (default 1:1: even iterations generator, odd auxiliary), each
@@ -46,9 +51,11 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .. import checkpoint as ckpt
 from .. import ops
+from ..ops.fused_head import has_fused_head, head_params
 from ..data.base import TokenDataset
 from ..processes import Process
 from ..training import EMA, _log, _resolve_device, _setup_distributed, dist_info
@@ -88,6 +95,10 @@ class DistillConfig:
     seed: int = 0
     device: str = "auto"
     bf16: bool = True  # autocast to bf16 on CUDA (ignored on CPU)
+    # losses from hidden states + heads, never the [B, L, K] logits (ops.fused_head):
+    # 'auto' when all three networks expose hidden() and head, True (error if one
+    # does not) or False
+    fused_head: str | bool = "auto"
     progress: bool = True
 
     def __post_init__(self):
@@ -106,6 +117,8 @@ class DistillConfig:
             raise ValueError(f"tau: expected > 0, got {self.tau}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p: expected a number in (0, 1], got {self.top_p}")
+        if self.fused_head not in ("auto", True, False):
+            raise ValueError(f"fused_head: expected 'auto', True or False, got {self.fused_head!r}")
         if not self.lr > 0 or (self.aux_lr is not None and not self.aux_lr > 0):
             raise ValueError(f"lr/aux_lr: expected > 0, got {self.lr}/{self.aux_lr}")
 
@@ -275,8 +288,16 @@ def _iteration(st: _State, nets: dict, process: Process, batches, cfg: DistillCo
     z_t = process.corrupt(x0, t, generator=g)
     eps = torch.randn(B, L, d_noise, generator=g, device=device) if d_noise else None
     amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast)
+    fused = nets["fused"]  # then student_ddp / aux_ddp return hidden states
+    if gen:
+        student = nets["student_ddp"]
+    else:
+        student = st.student.hidden if fused else st.student
     with torch.set_grad_enabled(gen), amp:
-        p_logits = (nets["student_ddp"] if gen else st.student)(z_t, t, eps)
+        h_s = p_logits = student(z_t, t, eps)
+        if fused:  # logits for the draw only: no autograd graph keeps them
+            with torch.no_grad():
+                p_logits = F.linear(h_s.detach(), *head_params(st.student))
     # The op reads bf16 logits (autocast) directly: no float32 copy of [B, L, K].
     z_s, x = ops.posterior_step(z_t, p_logits.detach(), process.alpha(t), process.alpha(s),
                                 process.kind, process.mask_id if process.kind == "masked" else None,
@@ -286,20 +307,12 @@ def _iteration(st: _State, nets: dict, process: Process, batches, cfg: DistillCo
     else:
         signal = torch.ones(B, L, device=device)
     w = time_weight(process, s, cfg.weight, cfg.max_weight)[:, None] * signal
-    with torch.no_grad(), amp:
-        t_logits = nets["teacher"](z_s, s)
-    kw = dict(weight=w, tau=cfg.tau, top_p=cfg.top_p, delta=cfg.delta, reduction="sum")
-    if gen:
-        with torch.no_grad(), amp:
-            a_logits = st.aux(z_s, s)
-        loss = ops.generator_loss(p_logits, t_logits, a_logits, **kw) / (B * L)
-        opt, model = st.opt_g, st.student
+    if fused:
+        del p_logits
+        loss = _fused_loss(st, nets, gen, h_s, z_s, s, x, w, cfg, amp) / (B * L)
     else:
-        with amp:
-            a_logits = nets["aux_ddp"](z_s, s)
-        target = x if cfg.target == "hard" else p_logits.detach()
-        loss = ops.auxiliary_loss(a_logits, t_logits, target, **kw) / (B * L)
-        opt, model = st.opt_a, st.aux
+        loss = _plain_loss(st, nets, gen, p_logits, z_s, s, x, w, cfg, amp) / (B * L)
+    opt, model = (st.opt_g, st.student) if gen else (st.opt_a, st.aux)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     gnorm = _clip(model, cfg.grad_clip)
@@ -308,6 +321,64 @@ def _iteration(st: _State, nets: dict, process: Process, batches, cfg: DistillCo
         st.ema.update(st.student)
     return {"kind": "gen" if gen else "aux", "loss": float(loss.detach()), "grad_norm": gnorm,
             "signal_frac": float(signal.mean())}
+
+
+def _plain_loss(st, nets, gen, p_logits, z_s, s, x, w, cfg, amp):
+    """The iteration's summed loss from the three networks' logits."""
+    with torch.no_grad(), amp:
+        t_logits = nets["teacher"](z_s, s)
+    kw = dict(weight=w, tau=cfg.tau, top_p=cfg.top_p, delta=cfg.delta, reduction="sum")
+    if gen:
+        with torch.no_grad(), amp:
+            a_logits = st.aux(z_s, s)
+        return ops.generator_loss(p_logits, t_logits, a_logits, **kw)
+    with amp:
+        a_logits = nets["aux_ddp"](z_s, s)
+    target = x if cfg.target == "hard" else p_logits.detach()
+    return ops.auxiliary_loss(a_logits, t_logits, target, **kw)
+
+
+def _fused_loss(st, nets, gen, h_s, z_s, s, x, w, cfg, amp):
+    """_plain_loss from hidden states and heads (ops.fused_head): the same loss
+    without [B, L, K] logits; h_s is the student's hidden state at z_t."""
+    (ws, bs), (wt, bt), (wa, ba) = (head_params(m) for m in (st.student, nets["teacher"], st.aux))
+    kw = dict(weight=w, tau=cfg.tau, top_p=cfg.top_p, delta=cfg.delta, reduction="sum",
+              b_teacher=bt)
+    with torch.no_grad(), amp:
+        h_t = nets["teacher"].hidden(z_s, s)
+    if gen:
+        with torch.no_grad(), amp:
+            h_a = st.aux.hidden(z_s, s)
+        with amp:
+            return ops.linear_generator_loss(h_s, ws, h_t, wt, h_a, wa.detach(), b_student=bs,
+                                             b_aux=None if ba is None else ba.detach(), **kw)
+    with amp:
+        h_a = nets["aux_ddp"](z_s, s)
+        target = x if cfg.target == "hard" else (h_s.detach(), ws.detach(),
+                                                 None if bs is None else bs.detach())
+        return ops.linear_auxiliary_loss(h_a, wa, h_t, wt, target, b_aux=ba, **kw)
+
+
+class _Hidden(nn.Module):
+    """model.hidden as a forward, so that DDP can wrap the fused-head path (the
+    head's parameters get their gradients from the loss op, outside forward)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z, t, noise=None):
+        return self.model.hidden(z, t, noise)
+
+
+def _use_fused_head(mode, nets: dict) -> bool:
+    """cfg.fused_head resolved for these networks ('auto': when all expose it)."""
+    lacking = [name for name, m in nets.items() if not has_fused_head(m)]
+    if mode is True and lacking:
+        raise ValueError(f"fused_head=True: the {', '.join(lacking)} network(s) lack hidden(z, t, "
+                         "noise=None) and a head (an nn.Linear or a (weight, bias) pair); use "
+                         "fused_head='auto' or False")
+    return not lacking if mode == "auto" else bool(mode)
 
 
 def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: DistillConfig,
@@ -339,11 +410,14 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
     st = _State(student, aux, cfg, rank, device)
     if resume and ckpt.has_checkpoint(ck_dir):
         st.restore(ck_dir, rank)
-    nets = {"teacher": teacher, "student_ddp": student, "aux_ddp": aux}
+    fused = _use_fused_head(cfg.fused_head, {"teacher": teacher, "student": student, "aux": aux})
+    wrap = _Hidden if fused else (lambda m: m)
+    nets = {"teacher": teacher, "student_ddp": wrap(student), "aux_ddp": wrap(aux), "fused": fused}
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        nets["student_ddp"] = nn.parallel.DistributedDataParallel(student, device_ids=ids)
-        nets["aux_ddp"] = nn.parallel.DistributedDataParallel(aux, device_ids=ids)
+        nets["student_ddp"] = nn.parallel.DistributedDataParallel(nets["student_ddp"],
+                                                                  device_ids=ids)
+        nets["aux_ddp"] = nn.parallel.DistributedDataParallel(nets["aux_ddp"], device_ids=ids)
 
     if teacher_config is None:
         mc = _model_config(teacher)

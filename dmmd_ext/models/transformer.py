@@ -2,7 +2,9 @@
 reference models (causal=True), built from the same pre-LN blocks.
 
 forward(z [B, L] int64, t [B] float or None, noise [B, L, d_noise] or None)
--> logits [B, L, vocab_out]. Follows processes.DenoiserModel.
+-> logits [B, L, vocab_out]. Follows processes.DenoiserModel. forward is
+head(hidden(z, t, noise)): hidden() and the nn.Linear `head` are the fused-head
+interface (ops.fused_head, the distillation trainer's fused_head option).
 
 - attention: torch.nn.functional.scaled_dot_product_attention (flash/memory-
   efficient kernels on CUDA), rotary or learned positions;
@@ -204,6 +206,12 @@ class Transformer(nn.Module):
 
     def forward(self, z: torch.Tensor, t: torch.Tensor | None = None,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.hidden(z, t, noise))
+
+    def hidden(self, z: torch.Tensor, t: torch.Tensor | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The states [B, L, d_model] that self.head maps to logits (the fused-head
+        losses, ops.fused_head, take these and the head instead of the logits)."""
         cfg = self.config
         B, L = z.shape
         if L > cfg.max_len:
@@ -232,7 +240,7 @@ class Transformer(nn.Module):
         if self.final_adaln is not None:
             shift, scale = self.final_adaln(cond)[:, None].chunk(2, dim=-1)
             h = h * (1 + scale) + shift
-        return self.head(h)
+        return h
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

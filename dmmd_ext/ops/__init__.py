@@ -5,6 +5,7 @@ gradient. Semantics are stated by the matching function in dmmd_ext.reference.""
 from ._common import MASKED, UNIFORM, process_id
 from .corruption import corrupt
 from .losses import AuxiliaryLoss, GeneratorLoss, auxiliary_loss, generator_loss
+from .fused_head import linear_auxiliary_loss, linear_generator_loss
 from .posterior import posterior_step
 from . import rng_hooks  # noqa: F401  (fake kernels of the RNG test hooks)
 from .sampling import sample_categorical
