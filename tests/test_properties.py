@@ -61,10 +61,10 @@ def mostly(draw, good, hostile):
     return draw(hostile) if draw(st.integers(0, 5)) == 5 else draw(good)
 
 
-hostile_float = st.sampled_from([0.0, -1.0, _NAN, _INF, -_INF, 1.0000001, 1e-45, 3.4e38, 1e300])
+hostile_float = st.sampled_from([0.0, -1.0, _NAN, _INF, -_INF, 1.0000001, 1e-45, 3.4e38, 1e300, 1e-301])
 temperatures = st.one_of(log_uniform(1e-30, 1e30), log_uniform(1e-30, 1e30), st.just(1.0),
                          st.sampled_from([1e-45, 3.4e38, 1e300]),
-                         st.sampled_from([0.0, -1.0, _NAN, _INF, -_INF]))
+                         st.sampled_from([0.0, -1.0, _NAN, _INF, -_INF, 1e-301]))
 top_ps = mostly(st.one_of(st.floats(1e-6, 1.0), st.just(1.0)),
                 st.sampled_from([0.0, -0.5, _NAN, 1.0000001]))
 seeds = mostly(st.integers(-(2**63), 2**64 - 1), st.sampled_from([None, 2**64, -(2**63) - 1, 1.5]))
@@ -100,7 +100,7 @@ def _check_sample(run, l, T, k, p, ex, seed, offset):
     if got is None:
         return
     # accepted: the arguments were in range, and the answer is the reference's
-    assert math.isfinite(T) and T > 0 and 0 < p <= 1 and k >= 0, (T, k, p)
+    assert math.isfinite(T) and T >= 1e-300 and 0 < p <= 1 and k >= 0, (T, k, p)
     assert seed is not None and 0 <= offset < 2**61
     want, margin = reference.sample_categorical(l, T, k, p, exclude=ex, seed=seed % 2**64,
                                                 offset=offset, return_margin=True)
@@ -274,7 +274,7 @@ def test_posterior_step_property(process, B, L, K, a_t, gap, T, k, p, seed, offs
                                           top_p=p, seed=seed, offset=offset), POST_ARGS)
     if got is None:
         return
-    assert 0 <= a_t <= a_s <= 1 and math.isfinite(T) and T > 0 and 0 < p <= 1 and k >= 0
+    assert 0 <= a_t <= a_s <= 1 and math.isfinite(T) and T >= 1e-300 and 0 < p <= 1 and k >= 0
     zs, x = got
     rzs, rx = reference.posterior_step(z, logits, a_t, a_s, process, temperature=T, top_k=k,
                                        top_p=p, seed=seed, offset=offset)

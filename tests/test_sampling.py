@@ -276,7 +276,8 @@ def test_narrower_simd_paths_match_widest_bitwise(isa, tmp_path):
 # ---- errors -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(temperature=0.0), "temperature: expected a finite value > 0, got 0"),
+    (dict(temperature=0.0), r"temperature: expected a finite value >= 1e-300 .*got 0"),
+    (dict(temperature=1e-301), "temperature: expected a finite value >= 1e-300"),
     (dict(temperature=-1.0), "temperature"),
     (dict(temperature=float("nan")), "temperature"),
     (dict(temperature=float("inf")), "temperature"),

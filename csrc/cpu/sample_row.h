@@ -91,18 +91,19 @@ struct KeyStats {
 };
 
 // centred_logit (sample.h) for a finite lmax, written so that the key loops
-// vectorize; kDiv = false skips the division when T == 1 (d / 1.0 == d in
-// float64: the same bits).
-template <bool kDiv>
-inline float centred_finite(float l, float lmax, double t) {
-  const double d = static_cast<double>(l) - static_cast<double>(lmax);
-  return static_cast<float>(kDiv ? d / t : d);
+// vectorize. kMul = false when 1 / T == 1: then the float64 difference rounded
+// to float32 is the float32 difference bit for bit (sample.h), so the loop
+// stays in float32, twice the lanes.
+template <bool kMul>
+inline float centred_finite(float l, float lmax, double inv_t) {
+  if (!kMul) return l - lmax;
+  return static_cast<float>((static_cast<double>(l) - static_cast<double>(lmax)) * inv_t);
 }
 
-// key[v] = ord_key(centred_logit(l_v, lmax, T)) for every class; counts
-// finite and +inf keys. lmax finite; kDiv as in centred_finite.
-template <bool kDiv, typename Load>
-inline KeyStats row_keys_loop(Load load, int64_t V, float lmax, double t, uint32_t* key) {
+// key[v] = ord_key(centred_logit(l_v, lmax, 1 / T)) for every class; counts
+// finite and +inf keys. lmax finite; kMul as in centred_finite.
+template <bool kMul, typename Load>
+inline KeyStats row_keys_loop(Load load, int64_t V, float lmax, double inv_t, uint32_t* key) {
   KeyStats st;
   constexpr int64_t kChunk = int64_t{1} << 30;  // 32-bit counters cannot wrap
   for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
@@ -110,7 +111,7 @@ inline KeyStats row_keys_loop(Load load, int64_t V, float lmax, double t, uint32
     uint32_t fin = 0, inf = 0, nan = 0;
     for (int64_t v = c0; v < c1; ++v) {
       const float l = load(v);
-      const float x = centred_finite<kDiv>(l, lmax, t);
+      const float x = centred_finite<kMul>(l, lmax, inv_t);
       const uint32_t k = ord_key_bits(f2u(x));
       key[v] = k;
       fin += k > kKeyNegInf;
@@ -125,9 +126,9 @@ inline KeyStats row_keys_loop(Load load, int64_t V, float lmax, double t, uint32
 }
 
 // Contiguous rows (cpu/sample_simd.cpp, cloned for AVX2 on x86-64).
-KeyStats row_keys_f32(const float* row, int64_t V, float lmax, double t, uint32_t* key);
-KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float lmax, double t, uint32_t* key);
-KeyStats row_keys_f16(const c10::Half* row, int64_t V, float lmax, double t, uint32_t* key);
+KeyStats row_keys_f32(const float* row, int64_t V, float lmax, double inv_t, uint32_t* key);
+KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float lmax, double inv_t, uint32_t* key);
+KeyStats row_keys_f16(const c10::Half* row, int64_t V, float lmax, double inv_t, uint32_t* key);
 // The largest of row[0, n) (contiguous), NaN ignored; -inf for none.
 float range_max_f32(const float* row, int64_t n);
 float range_max_bf16(const c10::BFloat16* row, int64_t n);
@@ -142,17 +143,17 @@ void topp_masses(const uint32_t* key, int64_t n, float xmax, double scale, uint6
 void gumbel_words_batch(const SampleParams& p, const uint64_t* el, int64_t n, uint64_t* lo,
                         uint64_t* hi);
 
-inline KeyStats row_keys_contig(const float* row, int64_t V, float lmax, double t,
+inline KeyStats row_keys_contig(const float* row, int64_t V, float lmax, double inv_t,
                                 uint32_t* key) {
-  return row_keys_f32(row, V, lmax, t, key);
+  return row_keys_f32(row, V, lmax, inv_t, key);
 }
-inline KeyStats row_keys_contig(const c10::BFloat16* row, int64_t V, float lmax, double t,
+inline KeyStats row_keys_contig(const c10::BFloat16* row, int64_t V, float lmax, double inv_t,
                                 uint32_t* key) {
-  return row_keys_bf16(row, V, lmax, t, key);
+  return row_keys_bf16(row, V, lmax, inv_t, key);
 }
-inline KeyStats row_keys_contig(const c10::Half* row, int64_t V, float lmax, double t,
+inline KeyStats row_keys_contig(const c10::Half* row, int64_t V, float lmax, double inv_t,
                                 uint32_t* key) {
-  return row_keys_f16(row, V, lmax, t, key);
+  return row_keys_f16(row, V, lmax, inv_t, key);
 }
 inline float range_max_contig(const float* row, int64_t n) { return range_max_f32(row, n); }
 inline float range_max_contig(const c10::BFloat16* row, int64_t n) { return range_max_bf16(row, n); }
@@ -195,12 +196,13 @@ KeyStats row_keys_inf(const T* row, int64_t V, int64_t stride, uint32_t* key) {
 }
 
 template <typename T>
-KeyStats row_keys(const T* row, int64_t V, int64_t stride, float lmax, double t, uint32_t* key) {
+KeyStats row_keys(const T* row, int64_t V, int64_t stride, float lmax, double inv_t,
+                  uint32_t* key) {
   if (lmax == INFINITY) return row_keys_inf(row, V, stride, key);
-  if (stride == 1) return row_keys_contig(row, V, lmax, t, key);
+  if (stride == 1) return row_keys_contig(row, V, lmax, inv_t, key);
   const auto load = [=](int64_t v) { return static_cast<float>(row[v * stride]); };
-  return t == 1.0 ? row_keys_loop<false>(load, V, lmax, t, key)
-                  : row_keys_loop<true>(load, V, lmax, t, key);
+  return inv_t == 1.0 ? row_keys_loop<false>(load, V, lmax, inv_t, key)
+                      : row_keys_loop<true>(load, V, lmax, inv_t, key);
 }
 
 // Block maxima; with B == 1 the keys themselves.
@@ -408,8 +410,8 @@ inline bool chunk_may_win(const Best& b, const float* x, int n) {
 // time: centred logits, then the Philox words of the chunk's pairs in one batch
 // (skipped when no class of the chunk may win), then offer_bits for the
 // classes whose noise bound lets them win (usually very few). kInf: lmax is
-// +inf (centred_logit's special case); kDiv as in centred_finite.
-template <bool kInf, bool kDiv, typename T>
+// +inf (centred_logit's special case); kMul as in centred_finite.
+template <bool kInf, bool kMul, typename T>
 int64_t plain_scan(const T* row, int64_t V, int64_t stride, const SampleParams& p, uint64_t r,
                    float lmax) {
   constexpr int kChunk = 64;
@@ -424,7 +426,7 @@ int64_t plain_scan(const T* row, int64_t V, int64_t stride, const SampleParams& 
     for (int i = 0; i < n; ++i) {
       const float l = static_cast<float>(row[(v0 + i) * stride]);
       const float xi =
-          kInf ? centred_logit(l, lmax, 1.0) : centred_finite<kDiv>(l, lmax, p.temperature);
+          kInf ? centred_logit(l, lmax, 1.0) : centred_finite<kMul>(l, lmax, p.inv_temperature);
       nan |= (l != l) & (i != ex);
       x[i] = i == ex ? -INFINITY : xi;
     }
@@ -451,8 +453,8 @@ int64_t sample_row_plain(const T* row, int64_t V, int64_t stride, const SamplePa
   const float lmax = row_max(row, V, stride, p.exclude);
   if (lmax == -INFINITY) return -1;  // no candidate above -inf (or only NaN ones)
   if (lmax == INFINITY) return plain_scan<true, false>(row, V, stride, p, r, lmax);
-  return p.temperature == 1.0 ? plain_scan<false, false>(row, V, stride, p, r, lmax)
-                              : plain_scan<false, true>(row, V, stride, p, r, lmax);
+  return p.inv_temperature == 1.0 ? plain_scan<false, false>(row, V, stride, p, r, lmax)
+                                  : plain_scan<false, true>(row, V, stride, p, r, lmax);
 }
 
 // Keys of the row (centred on lmax) into s.vkey with the excluded class set
@@ -464,7 +466,7 @@ bool load_keys(const T* row, int64_t V, int64_t stride, const SampleParams& p, R
   uint32_t* key = s.vkey.data();
   const float lmax = row_max(row, V, stride, p.exclude);
   if (lmax == -INFINITY) return false;  // no candidate above -inf
-  st = row_keys(row, V, stride, lmax, p.temperature, key);
+  st = row_keys(row, V, stride, lmax, p.inv_temperature, key);
   const bool has_ex = p.exclude >= 0 && p.exclude < V;
   if (st.nan) {
     for (int64_t v = 0; v < V; ++v) {

@@ -20,25 +20,25 @@
 namespace dmmd {
 
 template <typename T>
-static KeyStats keys_contig(const T* row, int64_t V, float lmax, double t, uint32_t* key) {
+static KeyStats keys_contig(const T* row, int64_t V, float lmax, double inv_t, uint32_t* key) {
   const auto load = [=](int64_t v) { return static_cast<float>(row[v]); };
-  return t == 1.0 ? row_keys_loop<false>(load, V, lmax, t, key)
-                  : row_keys_loop<true>(load, V, lmax, t, key);
+  return inv_t == 1.0 ? row_keys_loop<false>(load, V, lmax, inv_t, key)
+                      : row_keys_loop<true>(load, V, lmax, inv_t, key);
 }
 
-DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f32(const float* row, int64_t V, float lmax, double t,
+DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f32(const float* row, int64_t V, float lmax, double inv_t,
                                            uint32_t* key) {
-  return keys_contig(row, V, lmax, t, key);
+  return keys_contig(row, V, lmax, inv_t, key);
 }
 
 DMMD_CPU_CLONES_AVX2 KeyStats row_keys_bf16(const c10::BFloat16* row, int64_t V, float lmax,
-                                            double t, uint32_t* key) {
-  return keys_contig(row, V, lmax, t, key);
+                                            double inv_t, uint32_t* key) {
+  return keys_contig(row, V, lmax, inv_t, key);
 }
 
-DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f16(const c10::Half* row, int64_t V, float lmax, double t,
+DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f16(const c10::Half* row, int64_t V, float lmax, double inv_t,
                                            uint32_t* key) {
-  return keys_contig(row, V, lmax, t, key);
+  return keys_contig(row, V, lmax, inv_t, key);
 }
 
 // Max of a contiguous range, NaN ignored: 16 lanes in a vector type (GCC

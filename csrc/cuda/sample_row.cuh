@@ -83,7 +83,7 @@ __device__ __forceinline__ void load_pair(const T* __restrict__ row, int64_t v0,
 __device__ __forceinline__ float cand_x(float l, int64_t v, int64_t V, const SampleParams& p,
                                         float lmax) {
   if (v >= V || v == p.exclude) return -u2f(0x7f800000u);
-  return centred_logit(l, lmax, p.temperature);
+  return centred_logit(l, lmax, p.inv_temperature);
 }
 
 // The row's lmax and whether a candidate is NaN; every thread gets them.

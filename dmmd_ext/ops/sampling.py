@@ -28,9 +28,9 @@ def sample_categorical(
     rows with a NaN logit, and rows with no class above -inf return -1 (masked
     rows are not read). If some logits are +inf the draw is uniform among them.
 
-    Ranges: temperature any finite value > 0 (the row's largest logit is
-    removed before dividing, in float64, so no finite logit and temperature
-    overflow or lose the noise: the draw is an exact Gumbel-max draw of
+    Ranges: temperature finite and >= 1e-300 (the row's largest logit is
+    removed before scaling, in float64, so no accepted logit or temperature
+    overflows or loses the noise: the draw is an exact Gumbel-max draw of
     softmax(logits / temperature) up to float32 noise at every scale); top_k
     >= 0; top_p in (0, 1]; exclude -1 or a class id in [0, V).
 

@@ -5,8 +5,8 @@ Same Philox words as the kernel (sub-stream 0, element row * ceil(V/2) + v//2,
 words 0-1 for even v, 2-3 for odd v), float64 Gumbel transform, sort-based
 top-k / top-p.
 
-Scores use the centred logits x_v = (l_v - lmax) / T (`centred_logits`: the
-row's largest candidate logit removed and the division done in float64, then
+Scores use the centred logits x_v = (l_v - lmax) * (1 / T) (`centred_logits`:
+the row's largest candidate logit removed and the scaling done in float64, then
 one rounding to float32, as the kernels' centred_logit does), so the draw keeps
 the noise's precision however large |l / T| is and never overflows.
 
@@ -129,13 +129,13 @@ def keep_set(x: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
 
 
 def centred_logits(l: torch.Tensor, temperature: float, cand: torch.Tensor) -> torch.Tensor:
-    """x = (l - lmax) / T for float32 rows l [N, V]: lmax is the largest
-    candidate logit of the row (NaN ignored); the subtraction and division are
-    float64 operations, rounded once to float32. Rows with lmax = +inf give +inf
+    """x = (l - lmax) * (1 / T) for float32 rows l [N, V]: lmax is the largest
+    candidate logit of the row (NaN ignored); 1 / T, the subtraction and the
+    product are float64 operations, the product rounded once to float32. Rows with lmax = +inf give +inf
     for the +inf classes and -inf elsewhere. Non-candidates are not masked here."""
     lc = torch.where(cand & ~torch.isnan(l), l, torch.full_like(l, -_INF))
     lmax = lc.max(1, keepdim=True).values if l.shape[1] > 0 else lc[:, :1]
-    x = ((l.double() - lmax.double()) / float(temperature)).float()
+    x = ((l.double() - lmax.double()) * (1.0 / float(temperature))).float()
     inf_row = lmax == _INF
     at_inf = torch.where(l == _INF, torch.full_like(x, _INF), torch.full_like(x, -_INF))
     return torch.where(inf_row & ~torch.isnan(l), at_inf, x)

@@ -12,8 +12,9 @@
 //   +inf        = if lmax == +inf, the draw is uniform among the classes with
 //                 l_v == +inf (score = Gumbel noise alone) and top-k / top-p
 //                 are moot;
-//   x_v         = (l_v - lmax) / T in float64, rounded once to float32: the
-//                 "centred logit" (centred_logit), <= 0, exactly 0 at lmax;
+//   x_v         = (l_v - lmax) * (1 / T) in float64 (1 / T rounded once, on
+//                 the host), rounded once to float32: the "centred logit"
+//                 (centred_logit), <= 0, exactly 0 at lmax;
 //   top-k       = keep x_v >= the k-th largest x (ties at the threshold kept);
 //   top-p       = over the kept classes, keep x_v >= x* where x* is the largest
 //                 value whose upper set {x >= x*} holds mass >= target (ties
@@ -37,7 +38,7 @@ namespace dmmd {
 
 // Sampling parameters after host-side checks.
 struct SampleParams {
-  double temperature;
+  double inv_temperature;  // 1 / T in float64
   int64_t top_k;    // 0 or >= number of classes: off
   double top_p;     // 1: off
   int64_t exclude;  // -1: none
@@ -75,16 +76,18 @@ DMMD_HD float gumbel_of(const U32x4& w, bool odd) {
   return gumbel_from_bits(odd ? hi64(w) : lo64(w));
 }
 
-// x = (l - lmax) / T (see the top of this file): one float64 subtraction
-// (exact unless the exponents of l and lmax are more than 29 apart) and one
-// division, then one rounding to float32; IEEE operations, so CPU, CUDA and
-// the reference agree bit for bit. l = -inf gives -inf, NaN stays NaN.
-// Callers handle lmax = -inf (an invalid row) before calling.
-DMMD_HD float centred_logit(float l, float lmax, double temperature) {
+// x = (l - lmax) * (1 / T) (see the top of this file): one float64
+// subtraction (exact unless the exponents of l and lmax are more than 29
+// apart, and then within 1/32 ulp of l or -lmax, so rounding it to float32
+// gives the float32 subtraction's bits) and one multiplication, then one
+// rounding to float32; IEEE operations, so CPU, CUDA and the reference agree
+// bit for bit. l = -inf gives -inf, NaN stays NaN. Callers handle
+// lmax = -inf (an invalid row) before calling.
+DMMD_HD float centred_logit(float l, float lmax, double inv_temperature) {
   const float inf = u2f(0x7f800000u);
   if (lmax == inf) return l == inf ? inf : (l != l ? l : -inf);
-  return static_cast<float>(div64(sub64(static_cast<double>(l), static_cast<double>(lmax)),
-                                  temperature));
+  return static_cast<float>(mul64(sub64(static_cast<double>(l), static_cast<double>(lmax)),
+                                  inv_temperature));
 }
 
 // Offer class v with centred logit x (> -inf, kept) and noise g to the scan.

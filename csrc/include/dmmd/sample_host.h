@@ -18,8 +18,9 @@
 namespace dmmd {
 
 inline void check_sampling_knobs(double temperature, int64_t top_k, double top_p) {
-  TORCH_CHECK(std::isfinite(temperature) && temperature > 0.0,
-              "temperature: expected a finite value > 0, got ", repr(temperature));
+  TORCH_CHECK(std::isfinite(temperature) && temperature >= 1e-300,
+              "temperature: expected a finite value >= 1e-300 (1 / temperature must be a "
+              "finite float64), got ", repr(temperature));
   TORCH_CHECK(top_k >= 0, "top_k: expected >= 0 (0 = off), got ", top_k);
   TORCH_CHECK(top_p > 0.0 && top_p <= 1.0, "top_p: expected a value in (0, 1] (1 = off), got ",
               repr(top_p));
@@ -65,7 +66,7 @@ inline Rows check_sample_args(const at::Tensor& logits, double temperature, int6
 
 inline SampleParams make_params(double temperature, int64_t top_k, double top_p, int64_t exclude,
                                 uint64_t seed, uint64_t offset) {
-  return SampleParams{temperature, top_k, top_p, exclude, seed, offset};
+  return SampleParams{1.0 / temperature, top_k, top_p, exclude, seed, offset};
 }
 
 }  // namespace dmmd
