@@ -270,6 +270,7 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="output directory (default: <first checkpoint>/eval)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval)
 
 
@@ -305,13 +306,7 @@ def _reference_from(args, dataset, out: Path):
                              f"vocab_size={dataset.vocab_size}, seq_len={dataset.seq_len}")
         return reference, None
     if args.hf_reference:
-        from .reference_model import HFReference
-
-        if dataset.decode(dataset.val[0]) is None:
-            raise ValueError(f"--hf-reference: dataset {dataset.name!r} has no text decoding; "
-                             "a Hugging Face reference applies to text datasets only")
-        reference = HFReference(args.hf_reference, device=args.device)
-        return reference, reference.encoder_for(dataset.decode, dataset.val)
+        return _hf_reference(args, dataset)
     if args.train_reference_steps:
         reference, rec = train_reference(dataset, ReferenceConfig(steps=args.train_reference_steps,
                                                                   device=args.device, seed=args.seed))
@@ -319,6 +314,28 @@ def _reference_from(args, dataset, out: Path):
         return reference, None
     raise ValueError("eval: pass --reference PATH, --train-reference-steps N, --hf-reference DIR "
                      "or --no-reference")
+
+
+def _hf_reference(args, dataset):
+    """(HFReference, encode): data tokenized with the reference's own tokenizer are
+    scored as they are; other text data are decoded and re-tokenized."""
+    from .reference_model import HFReference
+
+    reference = HFReference(args.hf_reference, device=args.device)
+    tok = dataset.info.get("tokenizer")
+    if tok and reference.same_tokenizer(tok):
+        if dataset.vocab_size > reference.vocab_size:
+            raise ValueError(f"--hf-reference {args.hf_reference}: the data have K="
+                             f"{dataset.vocab_size} tokens, the reference embeds {reference.vocab_size}")
+        if reference.max_len and dataset.seq_len + 1 > reference.max_len:
+            raise ValueError(f"--hf-reference {args.hf_reference}: sequences of {dataset.seq_len} "
+                             f"tokens plus BOS exceed its {reference.max_len} positions")
+        return reference, None
+    if dataset.decode(dataset.val[0]) is None:
+        raise ValueError(f"--hf-reference: dataset {dataset.name!r} has no text decoding and was not "
+                         "tokenized with the reference's tokenizer; train with --tokenizer DIR (the "
+                         "reference's own tokenizer: tokens are then scored as they are)")
+    return reference, reference.encoder_for(dataset.decode, dataset.val)
 
 
 def run_eval(args) -> list[dict]:
@@ -341,11 +358,13 @@ def run_eval(args) -> list[dict]:
         kind = cfg.get("kind") if cfg.get("kind") in ("teacher", "student") else (
             "student" if "student" in label.lower() else "teacher")
 
-        def sample_fn(k, n, gen, model=model, process=process):
-            parts = [process.sample(model, k, min(args.sample_batch, n - j), dataset.seq_len,
-                                    generator=gen, device=args.device).cpu()
-                     for j in range(0, n, args.sample_batch)]
-            return torch.cat(parts)
+        def sample_fn(k, n, gen, model=model, process=process, label=label):
+            from ..distill.sampler import sample_many
+
+            seed = int(torch.randint(0, 2 ** 62, (), generator=gen, device=gen.device))
+            return sample_many(model, process, k, n, dataset.seq_len, batch_size=args.sample_batch,
+                               seed=seed, device=args.device,
+                               progress=False if args.no_progress else f"{label} n={k}")
 
         n_samples = args.n_samples or int(suite.heldout.shape[0])
         records += evaluate_sampler(sample_fn, args.steps, suite, n_samples, label, kind, args.seed,
