@@ -34,10 +34,25 @@ METRICS = [
     ("gen_ppl", "gen. perplexity", True),
     ("unigram_entropy", "unigram entropy (nats)", None),
     ("gradient_moment", "gradient moment", True),
-    ("true_nll", "true NLL (nats/token)", None),
+    ("nll", "NLL under the reference (bits/token)", None),
+    ("true_nll", "true NLL (bits/token)", None),
     ("true_gradient_moment", "true gradient moment", True),
     ("frechet", "Frechet distance", True),
 ]
+
+
+BITS_KEYS = ("nll", "true_nll")  # reported in bits per token, as every dmmd command does
+
+
+def in_bits(metrics: dict) -> dict:
+    """The suite's metrics with the NLLs (nats per token) in bits per token."""
+    out = dict(metrics)
+    for key in BITS_KEYS:
+        v = out.get(key)
+        if isinstance(v, dict):
+            out[key] = {**v, **{f: v[f] / math.log(2) for f in ("mean", "stderr")
+                                if isinstance(v.get(f), (int, float))}, "unit": "bits/token"}
+    return out
 
 
 def evaluate_sampler(sample_fn, steps: list[int], suite: EvalSuite, n_samples: int, label: str,
@@ -51,7 +66,7 @@ def evaluate_sampler(sample_fn, steps: list[int], suite: EvalSuite, n_samples: i
         samples = sample_fn(k, n_samples, gen).cpu()
         t1 = time.time()
         records.append({"label": label, "kind": kind, "steps": int(k), "n_samples": int(samples.shape[0]),
-                        "sample_seconds": t1 - t0, "metrics": suite.measure(samples, seed=seed),
+                        "sample_seconds": t1 - t0, "metrics": in_bits(suite.measure(samples, seed=seed)),
                         "metric_seconds": time.time() - t1})
     return records
 
@@ -60,9 +75,9 @@ def baseline_records(suite: EvalSuite, seed: int = 0) -> list[dict]:
     """Held-out real rows (the target) and training rows (a memorizing sampler)."""
     train = suite.train_rows(seed)
     return [{"label": "data (held-out)", "kind": "data", "steps": None,
-             "n_samples": int(suite.heldout.shape[0]), "metrics": suite.baseline(seed=seed)},
+             "n_samples": int(suite.heldout.shape[0]), "metrics": in_bits(suite.baseline(seed=seed))},
             {"label": "data (train rows)", "kind": "data", "steps": None,
-             "n_samples": int(train.shape[0]), "metrics": suite.measure(train, seed=seed)}]
+             "n_samples": int(train.shape[0]), "metrics": in_bits(suite.measure(train, seed=seed))}]
 
 
 def write_json(records: list[dict], path: str | Path, meta: dict | None = None) -> Path:
@@ -236,7 +251,8 @@ def run_train_reference(args) -> dict:
     model, record = train_reference(dataset, cfg)
     record["data_args"] = _data_args(args)
     save_reference(model, args.out, record)
-    print(f"reference saved to {args.out}: val NLL {record.get('val_nll', float('nan')):.4f} nats/token "
+    print(f"reference saved to {args.out}: val NLL "
+          f"{record.get('val_nll', float('nan')) / math.log(2):.4f} bits/token "
           f"after {cfg.steps} steps ({record['seconds']:.0f} s)")
     return record
 
