@@ -88,8 +88,11 @@ def test_mask_id_vocabulary_and_time_input(hf):
     den.eval()
     out = den(z, torch.tensor([0.5]))
     assert out.shape == (1, 4, K)
-    full = den.model(input_ids=den.model_ids(z)).logits
-    assert torch.equal(out, full[..., :K])
+    full = den.model(input_ids=den.model_ids(z)).logits[..., :K]
+    m = den.mask_token_id
+    assert torch.all(out[..., m] == -1e4)  # the mask token is never drawn
+    keep = [c for c in range(K) if c != m]
+    assert torch.equal(out[..., keep], full[..., keep])
     # a zero-initialized time input leaves the model as it was
     timed = load_hf_denoiser(hf["bert"], vocab_size=K, time_input=True).eval()
     assert torch.allclose(timed(z, torch.tensor([0.3])), out, atol=1e-6)

@@ -14,7 +14,9 @@ Conventions (docs/usage.md, "Model conventions"):
   model with V input ids) and uses that. Uniform processes have no MASK.
 - vocabulary: the data ids 0..K-1 are the model's ids 0..K-1 (data tokenized
   with the model's tokenizer, or a smaller vocabulary); K must not exceed the
-  model's vocabulary. The output keeps the first K logits ("slicing").
+  model's vocabulary. The output keeps the first K logits ("slicing"). When the
+  mask token is one of those K ids, its logit is set to MASK_LOGIT (-1e4): the
+  model never draws it, since a revealed token equal to it would read as MASK.
 - time: with time_input=True a sinusoidal embedding of t goes through a small
   MLP whose last layer starts at zero and is added to the input embeddings, so
   the model starts as the time-independent model it was (MDLM-style masked
@@ -37,7 +39,9 @@ import torch
 import torch.nn as nn
 
 __all__ = ["HFDenoiser", "load_hf_denoiser", "hf_denoiser_from_spec", "load_tokenizer",
-           "require_transformers"]
+           "require_transformers", "MASK_LOGIT"]
+
+MASK_LOGIT = -1e4  # the logit of the mask token when it lies inside the K data classes
 
 
 def require_transformers():
@@ -136,7 +140,13 @@ class HFDenoiser(nn.Module):
         if logits.shape[:2] != (B, L) or logits.shape[-1] < self.vocab_size:
             raise ValueError(f"HFDenoiser: the model returned logits of shape {tuple(logits.shape)} "
                              f"for {B} x {L} ids; expected [{B}, {L}, >= K={self.vocab_size}]")
-        return logits[..., :self.vocab_size]
+        logits = logits[..., :self.vocab_size]
+        if self.masked and self.mask_token_id < self.vocab_size:
+            # the mask token is one of the K classes: never predict it (a revealed
+            # token equal to it would read as MASK at the next step)
+            idx = torch.tensor([self.mask_token_id], device=logits.device)
+            logits = logits.index_fill(-1, idx, MASK_LOGIT)
+        return logits
 
 
 def load_tokenizer(path: str | Path):
