@@ -222,3 +222,26 @@ def test_torchrun_cli_train_and_distill(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = json.loads((stu / "checkpoint" / "config.json").read_text())
     assert cfg["world_size"] == 2 and cfg["step"] == 2
+
+
+def test_relative_data_paths_are_recorded_absolute(tmp_path, monkeypatch, capsys):
+    """Train in one directory with a relative --data-path, distill from another; a
+    distillation rerun with another k is refused with the difference."""
+    import numpy as np
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    np.save(work / "toks.npy", np.random.default_rng(0).integers(0, 6, size=(40, 8)).astype(np.uint8))
+    monkeypatch.chdir(work)
+    small = ["--no-progress", "--device", "cpu", "--threads", "1", "--batch-size", "4"]
+    assert cli.main(["train-teacher", "--run-dir", "t", "--data", "tokens", "--data-path",
+                     "toks.npy", "--steps", "2", "--d-model", "16", "--n-layers", "1",
+                     "--eval-every", "0", *small]) == 0
+    rec = json.loads((work / "t" / "checkpoint" / "config.json").read_text())["data_args"]
+    assert rec["data_path"] == str(work / "toks.npy")
+    monkeypatch.chdir(elsewhere)
+    args = ["distill", "--teacher", str(work / "t"), "--run-dir", "s", "--steps", "2", *small]
+    assert cli.main(args + ["--k", "2"]) == 0
+    capsys.readouterr()
+    assert cli.main(args + ["--k", "3"]) == 2
+    assert "distill.k: 2 -> 3" in capsys.readouterr().err

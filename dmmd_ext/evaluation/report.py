@@ -243,8 +243,9 @@ def train_reference_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train_reference(args) -> dict:
-    from ..cli import _data_args, _load_data
+    from ..cli import _check_data_flags, _data_args, _load_data
 
+    _check_data_flags(args)
     dataset = _load_data(args)
     cfg = ReferenceConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, device=args.device, log_every=args.log_every)
