@@ -54,15 +54,21 @@ class ForeignConfigDenoiser(ConvDenoiser):
 
 
 class InterruptAt(ConvDenoiser):
-    """Sends itself SIGINT (as Ctrl-C would) in the forward of training step `at`."""
+    """Sends the process SIGINT (as Ctrl-C would) in its `at`-th forward in training
+    mode; once per process run of a test (copies of it, such as a student and an
+    auxiliary, share `fired`: reset InterruptAt.fired = False to arm it again)."""
+
+    fired = False
 
     def __init__(self, vocab_in: int, vocab_out: int, at: int = 3):
         super().__init__(vocab_in, vocab_out)
         self.at, self.calls = at, 0
+        InterruptAt.fired = False
 
     def forward(self, z, t=None, noise=None):
         if self.training:
             self.calls += 1
-            if self.calls == self.at:
+            if self.calls == self.at and not InterruptAt.fired:
+                InterruptAt.fired = True
                 os.kill(os.getpid(), signal.SIGINT)
         return super().forward(z, t, noise)

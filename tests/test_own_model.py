@@ -245,3 +245,17 @@ def test_relative_data_paths_are_recorded_absolute(tmp_path, monkeypatch, capsys
     capsys.readouterr()
     assert cli.main(args + ["--k", "3"]) == 2
     assert "distill.k: 2 -> 3" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_distillation_saves_and_resumes(toy, tmp_path):
+    ds, proc = toy
+    torch.manual_seed(0)
+    teacher = own_models.InterruptAt(proc.input_vocab_size, ds.vocab_size, at=3).eval()
+    cfg = DistillConfig(k=2, steps=8, batch_size=4, d_noise=0, progress=False, device="cpu",
+                        save_every=0)
+    res = distill(teacher, proc, ds, cfg, tmp_path / "s")
+    assert res["interrupted"] and res["steps"] == 3
+    assert json.loads((tmp_path / "s" / "checkpoint" / "config.json").read_text())["step"] == 3
+    teacher.at = -1
+    res = distill(teacher, proc, ds, cfg, tmp_path / "s")
+    assert res["steps"] == 8 and "interrupted" not in res

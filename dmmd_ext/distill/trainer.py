@@ -358,6 +358,13 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
     given, is called on rank 0 with the student (EMA weights loaded, eval mode)
     every cfg.eval_every iterations and at the end; its dict is logged.
     Returns a summary dict."""
+    with StopOnInterrupt() as stop:  # Ctrl-C: finish the iteration, save, return
+        return _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_config,
+                        resume, student_factory, evaluate, stop)
+
+
+def _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_config, resume,
+             student_factory, evaluate, stop) -> dict:
     check_setup(teacher, process, dataset, cfg)
     device = _resolve_device(cfg.device)
     rank, world = _setup_distributed(device)
@@ -401,38 +408,37 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
     window: dict[str, list[dict]] = {"gen": [], "aux": []}  # records since the last log line
     last_eval, t0 = None, time.time()
     interrupted = False
-    with StopOnInterrupt() as stop:
-        while st.step < cfg.steps:
-            scale = _lr_scale(st.step, cfg)
-            for opt, base in ((st.opt_g, st.base_lr[0]), (st.opt_a, st.base_lr[1])):
-                for grp in opt.param_groups:
-                    grp["lr"] = base * scale
-            rec = _iteration(st, nets, process, batches, cfg, d_noise, device, autocast)
-            st.step += 1
-            kind = rec.pop("kind")
-            window[kind].append(rec)
-            run[kind] = rec["loss"] if run[kind] is None else 0.98 * run[kind] + 0.02 * rec["loss"]
-            if rank == 0 and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
-                _log(log_path, {"step": st.step, **_summarize(window), "lr_scale": scale,
-                                "elapsed_s": round(time.time() - t0, 3)})
-                window = {"gen": [], "aux": []}
+    while st.step < cfg.steps:
+        scale = _lr_scale(st.step, cfg)
+        for opt, base in ((st.opt_g, st.base_lr[0]), (st.opt_a, st.base_lr[1])):
+            for grp in opt.param_groups:
+                grp["lr"] = base * scale
+        rec = _iteration(st, nets, process, batches, cfg, d_noise, device, autocast)
+        st.step += 1
+        kind = rec.pop("kind")
+        window[kind].append(rec)
+        run[kind] = rec["loss"] if run[kind] is None else 0.98 * run[kind] + 0.02 * rec["loss"]
+        if rank == 0 and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
+            _log(log_path, {"step": st.step, **_summarize(window), "lr_scale": scale,
+                            "elapsed_s": round(time.time() - t0, 3)})
+            window = {"gen": [], "aux": []}
+        if bar is not None:
+            bar.set_postfix({f"{k}_loss": f"{v:.4f}" for k, v in run.items() if v is not None})
+            bar.update(1)
+        done = st.step == cfg.steps
+        if evaluate is not None and rank == 0 and cfg.eval_every and (
+                st.step % cfg.eval_every == 0 or done):
+            last_eval = _evaluate(st, evaluate)
+            _log(log_path, {"step": st.step, "eval": last_eval,
+                            "elapsed_s": round(time.time() - t0, 3)})
             if bar is not None:
-                bar.set_postfix({f"{k}_loss": f"{v:.4f}" for k, v in run.items() if v is not None})
-                bar.update(1)
-            done = st.step == cfg.steps
-            if evaluate is not None and rank == 0 and cfg.eval_every and (
-                    st.step % cfg.eval_every == 0 or done):
-                last_eval = _evaluate(st, evaluate)
-                _log(log_path, {"step": st.step, "eval": last_eval,
-                                "elapsed_s": round(time.time() - t0, 3)})
-                if bar is not None:
-                    bar.write(f"step {st.step}: {json.dumps(last_eval)}")
-            stopping = not done and stop.requested(world, device)
-            if (cfg.save_every and st.step % cfg.save_every == 0) or done or stopping:
-                st.save(ck_dir, config, rank, world)
-            if stopping:
-                interrupted = True
-                break
+                bar.write(f"step {st.step}: {json.dumps(last_eval)}")
+        stopping = not done and stop is not None and stop.requested(world, device)
+        if (cfg.save_every and st.step % cfg.save_every == 0) or done or stopping:
+            st.save(ck_dir, config, rank, world)
+        if stopping:
+            interrupted = True
+            break
     if bar is not None:
         bar.close()
     if world > 1:
