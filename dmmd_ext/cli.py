@@ -125,7 +125,9 @@ def _add_model_args(g) -> None:
                    "package.module:factory (your own: factory(vocab_in=, vocab_out=, max_len=, "
                    "**model_args) -> nn.Module)")
     g.add_argument("--model-arg", action="append", default=None, metavar="KEY=VALUE",
-                   help="an argument of the hf adapter or your factory (JSON values; repeatable)")
+                   help="a model argument, JSON values, repeatable: a TransformerConfig field "
+                   "for ours (mlp_ratio=2), of the hf adapter (mask_token_id=5, auto_class="
+                   "causal-lm), or of your factory")
     g.add_argument("--time-input", action="store_true",
                    help="hf: add a zero-initialized time input at the input embeddings")
     g.add_argument("--trust-remote-code", action="store_true",
@@ -195,18 +197,22 @@ def parse_kv(items: list[str] | None, flag: str = "--model-arg") -> dict:
 
 def _build_teacher(a: argparse.Namespace, proc, ds):
     """(model, its registry spec, a short description)."""
-    from .models.registry import arch_kind, model_spec, new_model
-    from .models.transformer import Transformer, preset_config
+    from .models.registry import arch_kind, check_arguments, model_spec, new_model
+    from .models.transformer import Transformer, TransformerConfig, preset_config
 
     kind = arch_kind(a.model)
-    if kind == "transformer":
+    args = parse_kv(a.model_arg)
+    if kind == "transformer":  # --model-arg: any TransformerConfig field (mlp_ratio=2, ...)
         overrides = {k: getattr(a, k) for k in ("d_model", "n_layers", "n_heads")
                      if getattr(a, k) is not None}
+        overrides.update(args)
+        check_arguments(TransformerConfig, {"vocab_in": 1, "vocab_out": 1, "max_len": 1,
+                                            **overrides}, "--model ours (--model-arg)")
         mcfg = preset_config(a.model_preset, proc.input_vocab_size, ds.vocab_size, ds.seq_len,
-                             time_cond=a.time_cond, pos=a.pos, dropout=a.dropout, **overrides)
+                             **{"time_cond": a.time_cond, "pos": a.pos, "dropout": a.dropout,
+                                **overrides})
         model = Transformer(mcfg)
         return model, {"arch": "transformer", **mcfg.to_dict()}, f"model {a.model_preset}"
-    args = parse_kv(a.model_arg)
     if kind == "hf":
         args.setdefault("time_input", bool(a.time_input))
         args.setdefault("trust_remote_code", bool(a.trust_remote_code))
@@ -447,6 +453,26 @@ def check_args(sp: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             rule = RULES.get(act.dest)
             if rule and number and not _rule_ok(rule, x):
                 raise UsageError(f"{_flag(act)}: expected a value {rule}, got {x!r}")
+            if act.dest == "device":
+                _check_device(_flag(act), x)
+
+
+def _check_device(flag: str, value) -> None:
+    """auto, cpu, cuda or cuda:N, and a CUDA device only where one is visible."""
+    import torch
+
+    if value == "auto":
+        return
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"{flag}: expected auto, cpu, cuda or cuda:N, got {value!r}") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count()
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            raise UsageError(f"{flag} {value}: no such CUDA device ({n} visible)")
+    elif dev.type != "cpu":
+        raise UsageError(f"{flag}: expected auto, cpu, cuda or cuda:N, got {value!r}")
 
 
 def _all_commands() -> list[Command]:

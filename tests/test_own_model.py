@@ -165,6 +165,11 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(toy, tmp_path):
     (["--ema", "1.5"], "--ema: expected a value [0,1), got 1.5"),
     (["--data-path", "x.bin"], "--data-path: only used with --data tokens (got --data hmm)"),
     (["--model", "nope"], "model: expected 'ours'"),
+    (["--device", "gpu"], "--device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+    (["--model", "own_models:conv_denoiser", "--model-arg", "depth=3"],
+     "got an unexpected keyword argument 'depth'; it takes ['vocab_in', 'vocab_out', 'max_len', 'width']"),
+    (["--model-arg", "width"], "--model-arg: expected KEY=VALUE, got 'width'"),
+    (["--model-arg", "widht=3"], "--model ours (--model-arg): got an unexpected keyword argument"),
 ])
 def test_flags_are_checked_before_work(tmp_path, capsys, args, message):
     assert cli.main(["train-teacher", "--run-dir", str(tmp_path / "r"), *TINY, *args]) == 2

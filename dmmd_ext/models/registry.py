@@ -24,6 +24,7 @@ keyword arguments, with the user's arguments, and records all of them.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 import torch.nn as nn
@@ -57,6 +58,15 @@ def resolve_factory(arch: str):
     if not callable(fn):
         raise ValueError(f"model {arch!r}: module {mod_name!r} has no callable {fn_name!r}")
     return fn
+
+
+def check_arguments(fn, args: dict, what: str) -> None:
+    """A clear error for arguments fn does not take (before fn runs)."""
+    try:
+        inspect.signature(fn).bind(**args)
+    except TypeError as e:
+        params = [p for p in inspect.signature(fn).parameters if p not in ("self",)]
+        raise ValueError(f"{what}: {e}; it takes {params}") from None
 
 
 def model_spec(model: nn.Module) -> dict | None:
@@ -102,7 +112,9 @@ def build_model(spec: dict, pretrained: bool = False) -> nn.Module:
         from .hf import hf_denoiser_from_spec
 
         return _with_noise(hf_denoiser_from_spec(spec, pretrained=pretrained), spec)
-    model = resolve_factory(arch)(**spec.get("args", {}))
+    factory = resolve_factory(arch)
+    check_arguments(factory, spec.get("args", {}), f"model {arch!r} (--model-arg)")
+    model = factory(**spec.get("args", {}))
     if not isinstance(model, nn.Module):
         raise TypeError(f"model {arch!r}: the factory returned {type(model).__name__}, "
                         "expected an nn.Module")
@@ -122,6 +134,8 @@ def new_model(arch: str, vocab_in: int, vocab_out: int, max_len: int, process: s
 
         from .hf import load_hf_denoiser
 
+        check_arguments(load_hf_denoiser, {"path": None, "vocab_size": None, "masked": None,
+                                           **args}, f"model {arch!r} (--model-arg)")
         return load_hf_denoiser(Path(arch[3:]).expanduser(), vocab_size=vocab_out,
                                 masked=process == "masked", **args)
     if kind == "factory":
