@@ -186,3 +186,74 @@ def test_hf_reference_scores_rows_that_retokenize_shorter(hf):
     suite = EvalSuite(ds.train[:64], ds.val[:], reference=ref, half_batch=2, encode=encode)
     m = suite.measure(samples)
     assert np.isfinite(m["nll"]["mean"]) and np.isfinite(m["gen_ppl"])
+
+
+_REMOTE_CONFIG = '''from transformers import PretrainedConfig
+
+
+class TinyDiffConfig(PretrainedConfig):
+    model_type = "tinydiff"
+
+    def __init__(self, vocab_size=20, hidden_size=16, **kw):
+        self.vocab_size, self.hidden_size = vocab_size, hidden_size
+        super().__init__(**kw)
+'''
+_REMOTE_MODEL = '''import torch.nn as nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import MaskedLMOutput
+
+from .configuration_tinydiff import TinyDiffConfig
+
+
+class TinyDiffForMaskedLM(PreTrainedModel):
+    config_class = TinyDiffConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.mix = nn.Linear(config.hidden_size, config.hidden_size)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed
+
+    def set_input_embeddings(self, value):
+        self.embed = value
+
+    def forward(self, input_ids=None, inputs_embeds=None, **kw):
+        h = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        h = h + self.mix(h.mean(1, keepdim=True)).tanh()
+        return MaskedLMOutput(logits=self.head(h))
+'''
+
+
+def test_trust_remote_code_model(tmp_path):
+    """A model whose code lives in its directory (auto_map, as MDLM-style checkpoints
+    ship), without a mask token: trains, distills with the generic noise input, and
+    its checkpoints rebuild (trust_remote_code is recorded in the spec)."""
+    d = tmp_path / "tinydiff"
+    d.mkdir()
+    (d / "configuration_tinydiff.py").write_text(_REMOTE_CONFIG)
+    (d / "modeling_tinydiff.py").write_text(_REMOTE_MODEL)
+    (d / "config.json").write_text(json.dumps({
+        "model_type": "tinydiff", "vocab_size": 20, "hidden_size": 16,
+        "auto_map": {"AutoConfig": "configuration_tinydiff.TinyDiffConfig",
+                     "AutoModelForMaskedLM": "modeling_tinydiff.TinyDiffForMaskedLM"}}))
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        load_hf_denoiser(d, vocab_size=12)
+    np.save(tmp_path / "toks.npy", np.random.default_rng(0).integers(0, 12, size=(64, 8)))
+    ds = load_dataset("tokens", path=str(tmp_path / "toks.npy"), vocab_size=12)
+    proc = make_process("masked", 12)
+    torch.manual_seed(0)
+    teacher = load_hf_denoiser(d, vocab_size=12, trust_remote_code=True, pretrained=False)
+    assert teacher.appended_mask and teacher.mask_token_id == 20
+    train_teacher(teacher, proc, ds, TrainConfig(steps=2, batch_size=4, eval_every=0,
+                                                 save_every=0, device="cpu", progress=False),
+                  tmp_path / "t", resume=False)
+    t2, _, cfg = load_model(tmp_path / "t" / "checkpoint")
+    assert cfg["model"]["trust_remote_code"] and type(t2.model).__name__ == "TinyDiffForMaskedLM"
+    distill(t2, proc, ds, DistillConfig(k=2, steps=2, batch_size=4, d_noise=3, progress=False,
+                                        device="cpu"), tmp_path / "s")
+    student, _, _, _ = load_student(tmp_path / "s" / "checkpoint")
+    assert student.d_noise == 3 and sample_many(student, proc, 2, 2, 8).shape == (2, 8)
