@@ -102,16 +102,12 @@ def load_rng(path: str | os.PathLike, rank: int) -> dict[str, torch.Tensor] | No
 
 
 def build_model(model_config: dict):
-    """The model a config describes. Only the built-in Transformer is known here;
-    custom models load their weights with load_weights."""
-    from .models.transformer import Transformer, TransformerConfig
+    """The model a config's "model" spec describes (models.registry: the built-in
+    transformer, a Hugging Face directory "hf:DIR" or "package.module:factory"),
+    with fresh weights."""
+    from .models.registry import build_model as _build
 
-    arch = model_config.get("arch", "transformer")
-    if arch != "transformer":
-        raise ValueError(f"checkpoint: unknown model arch {arch!r}; load the weights with "
-                         "checkpoint.load_weights into your own model")
-    return Transformer(TransformerConfig.from_dict(
-        {k: v for k, v in model_config.items() if k != "arch"}))
+    return _build(model_config)
 
 
 def load_model(path: str | os.PathLike, device="cpu"):
@@ -119,7 +115,7 @@ def load_model(path: str | os.PathLike, device="cpu"):
     from .processes import make_process
 
     cfg = read_config(path)
-    model = build_model(cfg["model"])
+    model = build_model(cfg.get("model") or {})
     model.load_state_dict(load_weights(path))
     model.to(device).eval()
     return model, make_process(cfg["process"]), cfg

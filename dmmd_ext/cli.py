@@ -18,12 +18,18 @@ import importlib
 import importlib.util
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["Command", "COMMANDS", "EXTENSION_MODULES", "build_parser", "main"]
+__all__ = ["Command", "COMMANDS", "EXTENSION_MODULES", "UsageError", "RULES", "build_parser",
+           "main"]
+
+
+class UsageError(ValueError):
+    """A user error: printed as one line (no traceback unless --debug)."""
 
 
 @dataclass
@@ -39,31 +45,93 @@ EXTENSION_MODULES = ("dmmd_ext.distill.cli", "dmmd_ext.evaluation.cli", "dmmd_ex
 
 
 # ---------------------------------------------------------------- train-teacher ----
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+DATA_CHOICES = ["hmm", "text", "digits", "tokens"]
+# the data flags, recorded in every run's data_args (None: the loader's default)
+DATA_KEYS = ("data", "hmm_preset", "n_train", "seq_len", "data_path", "data_seed", "dtype",
+             "vocab_size", "tokenizer", "val_fraction", "val_sequences", "split", "split_seed")
+
+
+def _add_data_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The data flags; defaults=False leaves every default None (distill: the
+    teacher's data unless a flag is given)."""
+    from .data.tokens import DTYPES, SPLITS
+
+    def d(v):
+        return v if defaults else None
+
     g = p.add_argument_group("data")
-    g.add_argument("--data", default="hmm", choices=["hmm", "text", "digits", "tokens"],
-                   help="dataset (default: hmm)")
-    g.add_argument("--hmm-preset", default="cycle", help="hmm preset: cycle, random, toy")
+    g.add_argument("--data", default=d("hmm"), choices=DATA_CHOICES, help="dataset")
+    g.add_argument("--hmm-preset", default=d("cycle"), help="hmm preset: cycle, random, toy")
     g.add_argument("--n-train", type=int, default=None, help="hmm: training sequences")
     g.add_argument("--seq-len", type=int, default=None,
                    help="sequence length (text/tokens; hmm: override the preset)")
-    g.add_argument("--data-path", default=None, help="tokens: a .pt/.npy token file or a text file")
-    g.add_argument("--data-seed", type=int, default=0, help="hmm: sampling seed of the data")
+    g.add_argument("--data-path", default=None,
+                   help="tokens: a .bin (raw integers, see --dtype), .npy or .pt token file "
+                   "(memory-mapped), or a text file")
+    g.add_argument("--data-seed", type=int, default=d(0), help="hmm: sampling seed of the data")
+    g.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="tokens: integer type of a .bin file (default uint16, nanoGPT's)")
+    g.add_argument("--vocab-size", type=int, default=None,
+                   help="tokens: K (default: max token + 1, or the tokenizer's vocabulary)")
+    g.add_argument("--tokenizer", default=None,
+                   help="tokens: a local Hugging Face tokenizer directory or tokenizers JSON "
+                   "file: encodes a text --data-path, decodes samples")
+    g.add_argument("--val-fraction", type=float, default=None,
+                   help="tokens: fraction of sequences held out for validation (default 0.05)")
+    g.add_argument("--val-sequences", type=int, default=None,
+                   help="tokens: number of validation sequences (instead of --val-fraction)")
+    g.add_argument("--split", default=None, choices=SPLITS,
+                   help="tokens: validation rows drawn at random (default) or the last ones")
+    g.add_argument("--split-seed", type=int, default=None, help="tokens: seed of the random split")
 
 
 def _load_data(a: argparse.Namespace):
+    """The dataset a namespace of data flags names (missing flags: defaults)."""
     from .data import load_dataset
 
-    if a.data == "hmm":
-        return load_dataset("hmm", preset=a.hmm_preset, n_train=a.n_train, seed=a.data_seed,
-                            seq_len=a.seq_len)
-    if a.data == "text":
-        return load_dataset("text", seq_len=a.seq_len)
-    if a.data == "digits":
+    v = {k: getattr(a, k, None) for k in DATA_KEYS}
+    if v["data"] == "hmm":
+        return load_dataset("hmm", preset=v["hmm_preset"] or "cycle", n_train=v["n_train"],
+                            seed=v["data_seed"] or 0, seq_len=v["seq_len"])
+    if v["data"] == "text":
+        return load_dataset("text", seq_len=v["seq_len"])
+    if v["data"] == "digits":
         return load_dataset("digits")
-    if a.data_path is None:
-        raise SystemExit("dmmd: --data tokens needs --data-path FILE")
-    return load_dataset("tokens", path=a.data_path, seq_len=a.seq_len)
+    if v["data"] != "tokens":
+        raise UsageError(f"--data: expected one of {DATA_CHOICES}, got {v['data']!r}")
+    if v["data_path"] is None:
+        raise UsageError("--data tokens needs --data-path FILE")
+    kw = {k: v[k] for k in ("seq_len", "vocab_size", "dtype", "tokenizer", "val_fraction",
+                            "val_sequences", "split", "split_seed")}
+    return load_dataset("tokens", path=v["data_path"], **kw)
+
+
+def _check_data_flags(a: argparse.Namespace) -> None:
+    """Token-file flags only make sense with --data tokens."""
+    if getattr(a, "data", None) in (None, "tokens"):
+        return
+    given = [f"--{k.replace('_', '-')}" for k in ("data_path", "dtype", "vocab_size", "tokenizer",
+                                                   "val_fraction", "val_sequences", "split",
+                                                   "split_seed")
+             if getattr(a, k, None) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only used with --data tokens (got --data {a.data})")
+
+
+def _add_model_args(g) -> None:
+    g.add_argument("--model", default="ours",
+                   help="ours (the built-in transformer, sized by --model-preset), hf:DIR (a local "
+                   "Hugging Face model, e.g. a masked LM saved with save_pretrained) or "
+                   "package.module:factory (your own: factory(vocab_in=, vocab_out=, max_len=, "
+                   "**model_args) -> nn.Module)")
+    g.add_argument("--model-arg", action="append", default=None, metavar="KEY=VALUE",
+                   help="a model argument, JSON values, repeatable: a TransformerConfig field "
+                   "for ours (mlp_ratio=2), of the hf adapter (mask_token_id=5, auto_class="
+                   "causal-lm), or of your factory")
+    g.add_argument("--time-input", action="store_true",
+                   help="hf: add a zero-initialized time input at the input embeddings")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="hf: allow the directory's own model code")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -77,6 +145,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("process and model")
     g.add_argument("--process", default="masked", choices=["masked", "uniform"])
     g.add_argument("--schedule", default="linear", choices=sorted(SCHEDULES))
+    _add_model_args(g)
     g.add_argument("--model-preset", default="tiny", choices=list(PRESETS))
     g.add_argument("--d-model", type=int, default=None, help="override the preset's width")
     g.add_argument("--n-layers", type=int, default=None, help="override the preset's depth")
@@ -102,46 +171,132 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     g.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_resume_args(g)
+
+
+def _add_resume_args(g) -> None:
     g.add_argument("--no-resume", action="store_true",
-                   help="start over even if RUN_DIR/checkpoint exists")
+                   help="start over: remove RUN_DIR's checkpoint and log first")
+    g.add_argument("--force-resume", action="store_true",
+                   help="resume even though settings differ from the run's recorded ones")
+
+
+def parse_kv(items: list[str] | None, flag: str = "--model-arg") -> dict:
+    """KEY=VALUE strings as a dict (values parsed as JSON when they are JSON)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag}: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
+def _build_teacher(a: argparse.Namespace, proc, ds):
+    """(model, its registry spec, a short description)."""
+    from .models.registry import arch_kind, check_arguments, model_spec, new_model
+    from .models.transformer import Transformer, TransformerConfig, preset_config
+
+    kind = arch_kind(a.model)
+    args = parse_kv(a.model_arg)
+    if kind == "transformer":  # --model-arg: any TransformerConfig field (mlp_ratio=2, ...)
+        overrides = {k: getattr(a, k) for k in ("d_model", "n_layers", "n_heads")
+                     if getattr(a, k) is not None}
+        overrides.update(args)
+        check_arguments(TransformerConfig, {"vocab_in": 1, "vocab_out": 1, "max_len": 1,
+                                            **overrides}, "--model ours (--model-arg)")
+        mcfg = preset_config(a.model_preset, proc.input_vocab_size, ds.vocab_size, ds.seq_len,
+                             **{"time_cond": a.time_cond, "pos": a.pos, "dropout": a.dropout,
+                                **overrides})
+        model = Transformer(mcfg)
+        return model, {"arch": "transformer", **mcfg.to_dict()}, f"model {a.model_preset}"
+    if kind == "hf":
+        args.setdefault("time_input", bool(a.time_input))
+        args.setdefault("trust_remote_code", bool(a.trust_remote_code))
+    elif a.time_input or a.trust_remote_code:
+        raise UsageError("--time-input / --trust-remote-code: only for --model hf:DIR")
+    model = new_model(a.model, proc.input_vocab_size, ds.vocab_size, ds.seq_len, a.process, args)
+    return model, model_spec(model), f"model {a.model}"
+
+
+def _train_settings(a: argparse.Namespace, spec: dict, proc, tcfg) -> dict:
+    """What defines a teacher run (compared on resume; `steps` may change)."""
+    train = {k: v for k, v in tcfg.to_dict().items() if k != "steps"}
+    return {"model": spec, "process": proc.to_dict(), "data": _data_args(a), "train": train}
 
 
 def _run_train(a: argparse.Namespace) -> int:
     import torch
 
-    from .models.transformer import Transformer, preset_config
     from .processes import make_process
     from .training import TrainConfig, train_teacher
 
+    _check_data_flags(a)
     ds = _load_data(a)
     proc = make_process(a.process, ds.vocab_size, a.schedule)
-    overrides = {k: getattr(a, k) for k in ("d_model", "n_layers", "n_heads")
-                 if getattr(a, k) is not None}
-    mcfg = preset_config(a.model_preset, proc.input_vocab_size, ds.vocab_size, ds.seq_len,
-                         time_cond=a.time_cond, pos=a.pos, dropout=a.dropout, **overrides)
     torch.manual_seed(a.seed)
-    model = Transformer(mcfg)
+    model, spec, desc = _build_teacher(a, proc, ds)
     tcfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr,
                        min_lr_ratio=a.min_lr_ratio, warmup=a.warmup,
                        weight_decay=a.weight_decay, grad_clip=a.grad_clip, ema=a.ema,
                        eval_every=a.eval_every, eval_batches=a.eval_batches,
                        save_every=a.save_every, log_every=a.log_every, seed=a.seed,
                        device=a.device, bf16=not a.no_bf16, progress=not a.no_progress)
+    settings = _train_settings(a, spec, proc, tcfg)
+    if not _prepare_run_dir(a, settings, a.steps, "teacher run"):
+        return 0
+    n_params = sum(p.numel() for p in model.parameters())
     print(f"dmmd: {ds.name}: K={ds.vocab_size}, L={ds.seq_len}, "
-          f"{ds.train.shape[0]} train sequences; model {a.model_preset} "
-          f"({model.num_parameters() / 1e6:.2f}M parameters), {proc}", file=sys.stderr)
-    res = train_teacher(model, proc, ds, tcfg, a.run_dir,
-                        model_config={"arch": "transformer", **mcfg.to_dict()},
+          f"{ds.train.shape[0]} train sequences; {desc} "
+          f"({n_params / 1e6:.2f}M parameters), {proc}", file=sys.stderr)
+    res = train_teacher(model, proc, ds, tcfg, a.run_dir, model_config=spec,
                         extra_config={"data_args": _data_args(a)}, resume=not a.no_resume)
     if "entropy_rate_bits" in ds.info:
         res["entropy_rate_bits"] = ds.info["entropy_rate_bits"]
     print(json.dumps(res, indent=2))
+    return _interrupted_code(res, a)
+
+
+def _prepare_run_dir(a: argparse.Namespace, settings: dict, steps: int, what: str) -> bool:
+    """--no-resume: start over; else check a resume. False when the run is finished."""
+    import os
+
+    from .resume import check_resume, record_settings, start_over
+
+    rank0 = os.environ.get("RANK", "0") == "0"
+    if a.no_resume:
+        if rank0:
+            start_over(a.run_dir)
+    else:
+        state = check_resume(a.run_dir, settings, steps, force=a.force_resume, what=what)
+        if state == "finished":
+            print(f"dmmd: {a.run_dir} is finished ({what} at step >= --steps {steps}); pass a "
+                  "larger --steps to continue it, or --no-resume to start over", file=sys.stderr)
+            return False
+    if rank0:
+        record_settings(a.run_dir, settings)
+    return True
+
+
+def _interrupted_code(res: dict, a: argparse.Namespace) -> int:
+    if res.get("interrupted"):
+        print(f"dmmd: interrupted at step {res['steps']}; the checkpoint is saved: rerun the same "
+              "command to resume", file=sys.stderr)
+        return 130
     return 0
 
 
 def _data_args(a) -> dict:
-    return {k: getattr(a, k) for k in ("data", "hmm_preset", "n_train", "seq_len", "data_path",
-                                       "data_seed")}
+    """The data flags as recorded in a run's config, file paths made absolute (so the
+    run resumes, distills and evaluates from any working directory)."""
+    out = {k: getattr(a, k, None) for k in DATA_KEYS}
+    for k in ("data_path", "tokenizer"):
+        if out[k] is not None:
+            out[k] = str(Path(out[k]).expanduser().resolve())
+    return out
 
 
 # ----------------------------------------------------------------------- sample ----
@@ -153,37 +308,57 @@ def _add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="sampling steps n (grid t_j = j/n); default: a student's k, else 128")
     p.add_argument("--batch", type=int, default=16, help="number of samples")
+    p.add_argument("--sample-batch", type=int, default=256, help="samples drawn at once")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default=None,
-                   help="output .pt file (default RUN_DIR/samples/n<steps>_T<temp>_p<top_p>.pt)")
+                   help="output .pt file (default RUN_DIR/samples/<checkpoint step, steps, "
+                   "temperature, top-p, top-k, seed, batch>.pt)")
+
+
+def _device(spec: str):
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def sample_name(cfg: dict, a: argparse.Namespace) -> str:
+    """A sample file name that differs whenever the samples would."""
+    return (f"step{cfg.get('step')}_n{a.steps}_T{a.temperature:g}_p{a.top_p:g}_k{a.top_k}"
+            f"_seed{a.seed}_b{a.batch}.pt")
 
 
 def _run_sample(a: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_model
+    from .distill.sampler import sample_many
 
     run = Path(a.run_dir)
     ck = Path(a.checkpoint) if a.checkpoint else run / "checkpoint"
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if a.device == "auto" else a.device))
+    if not (ck / "config.json").is_file():
+        raise UsageError(f"--run-dir {run}: no checkpoint in {ck} (train a model there first, "
+                         "or pass --checkpoint DIR)")
+    device = _device(a.device)
     model, proc, cfg = load_model(ck, device)
     if a.steps is None:  # a student is trained for its k steps; a teacher gets a fine grid
         a.steps = int(cfg["k"]) if cfg.get("kind") == "student" else 128
-    gen = torch.Generator(device=device).manual_seed(a.seed)
     L = int(cfg["data"]["seq_len"])
-    x = proc.sample(model, a.steps, a.batch, L, temperature=a.temperature, top_p=a.top_p,
-                    top_k=a.top_k, generator=gen, device=device).cpu()
-    out = Path(a.out) if a.out else run / "samples" / f"n{a.steps}_T{a.temperature}_p{a.top_p}.pt"
+    x = sample_many(model, proc, a.steps, a.batch, L, batch_size=a.sample_batch, seed=a.seed,
+                    device=device, temperature=a.temperature, top_p=a.top_p, top_k=a.top_k,
+                    progress=not a.no_progress)
+    out = Path(a.out) if a.out else run / "samples" / sample_name(cfg, a)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(x, out)
     summary = {"samples": str(out), "steps": a.steps, "batch": a.batch,
                "temperature": a.temperature, "top_p": a.top_p, "top_k": a.top_k,
-               "checkpoint_step": cfg.get("step")}
+               "seed": a.seed, "checkpoint_step": cfg.get("step")}
     summary.update(_sample_report(x, cfg, out))
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
@@ -191,7 +366,8 @@ def _run_sample(a: argparse.Namespace) -> int:
 
 
 def _sample_report(x, cfg: dict, out: Path) -> dict:
-    """Exact NLL for HMM data, decoded text for character data."""
+    """Exact NLL (bits per token) for HMM data; decoded text for character data
+    and for data with a tokenizer."""
     info = cfg.get("data", {})
     rep = {}
     if "hmm" in info:
@@ -202,9 +378,19 @@ def _sample_report(x, cfg: dict, out: Path) -> dict:
         rep["exact_nll_bpt"] = float(nll.mean())
         rep["exact_nll_bpt_se"] = float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else 0.0
         rep["entropy_rate_bits"] = info.get("entropy_rate_bits")
+    decode = None
     if "alphabet" in info:
         alphabet = info["alphabet"]
-        text = "\n\n".join("".join(alphabet[i] for i in row) for row in x.tolist())
+        decode = lambda row: "".join(alphabet[i] for i in row)  # noqa: E731
+    elif info.get("tokenizer"):
+        from .data.tokens import tokenizer_decoder
+
+        import torch
+
+        dec = tokenizer_decoder(info["tokenizer"])
+        decode = lambda row: dec(torch.tensor(row))  # noqa: E731
+    if decode is not None:
+        text = "\n\n".join(decode(row) for row in x.tolist())
         out.with_suffix(".txt").write_text(text)
         rep["text"] = str(out.with_suffix(".txt"))
     return rep
@@ -219,6 +405,76 @@ COMMANDS: list[Command] = [
 
 
 # ------------------------------------------------------------------------ main ----
+# Value rules by option name (dest), applied to flags and TOML values alike, before
+# any work: '>0', '>=0', '(0,1]' (a probability), '[0,1)' (a decay), '(0,1)'.
+RULES = {
+    **{k: ">0" for k in ("steps", "batch_size", "batch", "sample_batch", "k", "n_train",
+                         "seq_len", "vocab_size", "val_sequences", "gen_updates", "aux_updates",
+                         "n_samples", "eval_samples", "half_batch", "d_model", "n_layers",
+                         "n_heads", "lr", "aux_lr", "tau", "temperature", "max_weight",
+                         "teacher_steps", "distill_steps", "n_eval", "distill_lr")},
+    **{k: ">=0" for k in ("warmup", "weight_decay", "grad_clip", "eval_every", "eval_batches",
+                          "save_every", "top_k", "threads", "train_reference_steps", "delta",
+                          "min_lr_ratio", "dropout")},
+    "log_every": ">0",
+    "top_p": "(0,1]", "distill_top_p": "(0,1]",
+    "ema": "[0,1)", "beta1": "[0,1)", "beta2": "[0,1)",
+    "val_fraction": "(0,1)",
+}
+
+
+def _rule_ok(rule: str, v: float) -> bool:
+    return {">0": v > 0, ">=0": v >= 0, "(0,1]": 0 < v <= 1, "[0,1)": 0 <= v < 1,
+            "(0,1)": 0 < v < 1}[rule]
+
+
+def _flag(act) -> str:
+    return act.option_strings[-1] if act.option_strings else act.dest
+
+
+def check_args(sp: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Types, choices and RULES for every option of a subcommand (TOML values
+    included: argparse does not check defaults); raises UsageError naming the flag."""
+    for act in sp._actions:
+        if act.dest in ("help",) or not hasattr(args, act.dest):
+            continue
+        v = getattr(args, act.dest)
+        if v is None:
+            continue
+        values = v if isinstance(v, list) else [v]
+        for x in values:
+            number = isinstance(x, (int, float)) and not isinstance(x, bool)
+            if act.type is int and not (number and isinstance(x, int)):
+                raise UsageError(f"{_flag(act)}: expected an integer, got {x!r}")
+            if act.type is float and not number:
+                raise UsageError(f"{_flag(act)}: expected a number, got {x!r}")
+            if act.choices is not None and x not in act.choices:
+                raise UsageError(f"{_flag(act)}: expected one of {list(act.choices)}, got {x!r}")
+            rule = RULES.get(act.dest)
+            if rule and number and not _rule_ok(rule, x):
+                raise UsageError(f"{_flag(act)}: expected a value {rule}, got {x!r}")
+            if act.dest == "device":
+                _check_device(_flag(act), x)
+
+
+def _check_device(flag: str, value) -> None:
+    """auto, cpu, cuda or cuda:N, and a CUDA device only where one is visible."""
+    import torch
+
+    if value == "auto":
+        return
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"{flag}: expected auto, cpu, cuda or cuda:N, got {value!r}") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count()
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            raise UsageError(f"{flag} {value}: no such CUDA device ({n} visible)")
+    elif dev.type != "cpu":
+        raise UsageError(f"{flag}: expected auto, cpu, cuda or cuda:N, got {value!r}")
+
+
 def _all_commands() -> list[Command]:
     cmds = list(COMMANDS)
     for mod in EXTENSION_MODULES:
@@ -231,6 +487,15 @@ def _all_commands() -> list[Command]:
     return cmds
 
 
+def _add_common_args(sp: argparse.ArgumentParser) -> None:
+    """--threads and --debug on every subcommand."""
+    if "--threads" not in sp._option_string_actions:
+        sp.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default)")
+    sp.add_argument("--debug", action="store_true",
+                    help="show the full traceback of errors")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(
         prog="dmmd", description="Discrete diffusion teachers and D-MMD students. "
@@ -241,17 +506,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         sp = sub.add_parser(c.name, help=c.help, description=c.help,
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         c.add_arguments(sp)
+        _add_common_args(sp)
         by_name[c.name] = c
     return parser, by_name
 
 
-def _flatten(d: dict, out: dict | None = None) -> dict:
+def _flatten(d: dict, out: dict | None = None, where: dict | None = None,
+             prefix: str = "") -> dict:
+    """Keys of nested TOML tables, each once: a key in two tables is an error
+    (it would silently keep one of the values)."""
     out = {} if out is None else out
+    where = {} if where is None else where
     for k, v in d.items():
         if isinstance(v, dict):
-            _flatten(v, out)
-        else:
-            out[k.replace("-", "_")] = v
+            _flatten(v, out, where, f"{prefix}{k}.")
+            continue
+        key = k.replace("-", "_")
+        if key in out:
+            raise UsageError(f"--config: option {key!r} is set twice ({where[key]}{k} and "
+                             f"{prefix}{k}); keep one")
+        out[key], where[key] = v, prefix
     return out
 
 
@@ -266,16 +540,24 @@ def _apply_toml(sp: argparse.ArgumentParser, argv: list[str]) -> None:
 
     path = Path(known.config)
     if not path.is_file():
-        raise SystemExit(f"dmmd: --config {path}: no such file")
-    values = _flatten(tomllib.loads(path.read_text()))
+        raise UsageError(f"--config {path}: no such file")
+    try:
+        values = _flatten(tomllib.loads(path.read_text()))
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"--config {path}: not valid TOML ({e})") from None
     dests = {act.dest for act in sp._actions}
     unknown = sorted(set(values) - dests)
     if unknown:
-        raise SystemExit(f"dmmd: --config {path}: unknown options {unknown}")
+        raise UsageError(f"--config {path}: unknown options {unknown}")
     sp.set_defaults(**values)
     for act in sp._actions:  # a required option given in the file is no longer required
         if act.dest in values:
             act.required = False
+
+
+# errors a user can fix: one line; anything else is a bug and keeps its traceback
+USER_ERRORS = (UsageError, ValueError, FileNotFoundError, NotADirectoryError,
+               IsADirectoryError, PermissionError, ImportError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,10 +567,32 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)  # prints help / errors for unknown commands
         parser.print_help()
         return 0 if not argv else 2
-    sp = parser._subparsers._group_actions[0].choices[argv[0]]
-    _apply_toml(sp, argv[1:])
-    args = parser.parse_args(argv)
-    return int(cmds[args.command].run(args) or 0)
+    debug = "--debug" in argv or os.environ.get("DMMD_DEBUG") == "1"
+    try:
+        sp = parser._subparsers._group_actions[0].choices[argv[0]]
+        _apply_toml(sp, argv[1:])
+        args = parser.parse_args(argv)
+        check_args(sp, args)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return int(cmds[args.command].run(args) or 0)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()
+        print(f"dmmd {argv[0]}: error: {msg[0] if msg else type(e).__name__}"
+              + (" ..." if len(msg) > 1 else "") + "  (--debug shows the traceback)",
+              file=sys.stderr)
+        return 2
+    except SystemExit as e:
+        if isinstance(e.code, str):  # raise SystemExit("message") from a command
+            if debug:
+                raise
+            print(f"dmmd {argv[0]}: error: {e.code}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

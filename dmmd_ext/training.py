@@ -31,7 +31,49 @@ from . import checkpoint as ckpt
 from .data.base import TokenDataset
 from .processes import Process
 
-__all__ = ["TrainConfig", "train_teacher", "lr_at", "evaluate_nelbo", "EMA", "dist_info"]
+__all__ = ["TrainConfig", "train_teacher", "lr_at", "evaluate_nelbo", "EMA", "dist_info",
+           "StopOnInterrupt"]
+
+
+class StopOnInterrupt:
+    """Ctrl-C (SIGINT) during training: the step in progress finishes, then the
+    trainer saves a checkpoint and returns (a second Ctrl-C stops at once).
+    Use as a context manager; `requested()` is agreed on by every DDP rank."""
+
+    def __init__(self):
+        self.flag, self._old = False, None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.flag:  # second Ctrl-C: the usual KeyboardInterrupt
+            signal.signal(signal.SIGINT, self._old or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.flag = True
+        print("\ninterrupt: finishing this step, saving a checkpoint (Ctrl-C again to abort)",
+              flush=True)
+
+    def requested(self, world: int = 1, device=None) -> bool:
+        if world > 1:
+            t = torch.tensor([1.0 if self.flag else 0.0], device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            return bool(t.item())
+        return self.flag
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 @dataclass
@@ -162,18 +204,24 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
     """Train model (a DenoiserModel nn.Module) on dataset with process's NELBO.
 
     run_dir receives log.jsonl and checkpoint/ (see checkpoint.py); model_config
-    (e.g. {'arch': 'transformer', **TransformerConfig.to_dict()}) is stored so
+    (models.registry spec; default model_spec(model)) is stored so
     checkpoint.load_model can rebuild the model. With resume=True and an existing
     run_dir/checkpoint, training continues from it exactly. stop_after=k ends the
     run after step k with a checkpoint, as an interruption would (the schedule still
     follows cfg.steps). Returns a summary dict."""
     dataset.check_vocab(process.vocab_size, "process")
+    if model_config is None:
+        from .models.registry import model_spec
+
+        model_config = model_spec(model)
     device = _resolve_device(cfg.device)
     rank, world = _setup_distributed(device)
     run_dir = Path(run_dir)
     ck_dir = run_dir / "checkpoint"
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and (run_dir / "log.jsonl").is_file():  # starting over: a clean log
+            (run_dir / "log.jsonl").unlink()
     model.to(device).train()
     autocast = cfg.bf16 and device.type == "cuda"
 
@@ -208,6 +256,32 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
     last_val, t0, c0 = None, time.time(), time.process_time()  # cpu_s: all threads, this process
     L = dataset.seq_len
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    state = dict(model=model, ddp=ddp, opt=opt, ema=ema, process=process, dataset=dataset,
+                 cfg=cfg, device=device, autocast=autocast, batches=batches, noise_gen=noise_gen,
+                 data_gen=data_gen, config=config, ck_dir=ck_dir, log_path=log_path, bar=bar,
+                 rank=rank, world=world, L=L, t0=t0, c0=c0)
+    with StopOnInterrupt() as state["stop"]:
+        end, interrupted = _train_loop(state, start, end)
+    last_val = state["last_val"]
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        dist.barrier()
+    return {"steps": end, "val_nelbo_bpt": last_val, "run_dir": str(run_dir),
+            "checkpoint": str(ck_dir), "world_size": world, "elapsed_s": time.time() - t0,
+            **({"interrupted": True} if interrupted else {})}
+
+
+def _train_loop(v: dict, start: int, end: int) -> tuple[int, bool]:
+    """The teacher's training steps start..end-1; returns (last step done, interrupted).
+    v: the trainer's state (model, optimizer, ...); v['last_val'] gets the last
+    validation NELBO."""
+    model, ddp, opt, ema, process, dataset, cfg = (v[k] for k in (
+        "model", "ddp", "opt", "ema", "process", "dataset", "cfg"))
+    device, autocast, batches, noise_gen, bar, rank, world, L = (v[k] for k in (
+        "device", "autocast", "batches", "noise_gen", "bar", "rank", "world", "L"))
+    log_path, t0, c0 = v["log_path"], v["t0"], v["c0"]
+    last_val = v["last_val"] = None
     for step in range(start, end):
         lr = lr_at(step, cfg)
         for grp in opt.param_groups:
@@ -243,14 +317,14 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
             last_val = _validate(model, ema, process, dataset, cfg, device, autocast)
             _log(log_path, {"step": done, "val_nelbo_bpt": last_val,
                             "elapsed_s": round(time.time() - t0, 3)})
-        if is_save:
-            _save(ck_dir, model, opt, ema, data_gen, noise_gen, config, done, rank, world)
-    if bar is not None:
-        bar.close()
-    if world > 1:
-        dist.barrier()
-    return {"steps": end, "val_nelbo_bpt": last_val, "run_dir": str(run_dir),
-            "checkpoint": str(ck_dir), "world_size": world, "elapsed_s": time.time() - t0}
+            v["last_val"] = last_val
+        stopping = done < end and v["stop"].requested(world, device)
+        if is_save or stopping:
+            _save(v["ck_dir"], model, opt, ema, v["data_gen"], noise_gen, v["config"], done,
+                  rank, world)
+        if stopping:
+            return done, True
+    return end, False
 
 
 def _validate(model, ema, process, dataset, cfg, device, autocast) -> float:

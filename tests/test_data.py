@@ -150,3 +150,68 @@ def test_user_tokens(tmp_path):
     np.save(tmp_path / "f.npy", np.zeros((4, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="expected integer tokens"):
         load_dataset("tokens", path=str(tmp_path / "f.npy"))
+
+
+def test_nanogpt_bin_is_memory_mapped_in_its_dtype(tmp_path):
+    """Blocker 3: a raw uint16 train.bin (nanoGPT's format) used to be read as UTF-8
+    text; it is memory-mapped, kept as uint16 and widened per batch."""
+    from dmmd_ext.data.base import TokenRows
+
+    stream = (np.arange(5000, dtype=np.int64) * 7919 % 50257).astype(np.uint16)  # ids > 32767
+    stream.tofile(tmp_path / "train.bin")
+    ds = load_dataset("tokens", path=str(tmp_path / "train.bin"), seq_len=50, vocab_size=50257,
+                      val_sequences=10, split_seed=1)
+    assert isinstance(ds.train, TokenRows) and isinstance(ds.train.array, np.memmap)
+    assert ds.train.stored_dtype == np.uint16 and ds.info["dtype"] == "uint16"
+    assert (ds.vocab_size, ds.seq_len, len(ds.train), len(ds.val)) == (50257, 50, 90, 10)
+    rows = stream.astype(np.int64).reshape(100, 50)
+    # the split is random (not the tail), disjoint, and covers every row
+    val = {tuple(r.tolist()) for r in ds.val[:]}
+    train = {tuple(r.tolist()) for r in ds.train[:]}
+    assert not val & train and len(val | train) == 100
+    assert val != {tuple(r) for r in rows[-10:].tolist()}
+    b = next(ds.batches(4, generator=torch.Generator().manual_seed(0)))
+    assert b.dtype == torch.int64 and b.shape == (4, 50) and int(b.max()) > 32767
+    assert all(tuple(r.tolist()) in train for r in b)
+    # the same seed gives the same split; another seed another one
+    again = load_dataset("tokens", path=str(tmp_path / "train.bin"), seq_len=50, val_sequences=10,
+                         split_seed=1)
+    assert torch.equal(again.val[:], ds.val[:]) and again.vocab_size == int(stream.max()) + 1
+    other = load_dataset("tokens", path=str(tmp_path / "train.bin"), seq_len=50, val_sequences=10,
+                         split_seed=2)
+    assert not torch.equal(other.val[:], ds.val[:])
+    with pytest.raises(ValueError, match=r"tokens must lie in \[0, vocab_size=1000\)"):
+        load_dataset("tokens", path=str(tmp_path / "train.bin"), seq_len=50, vocab_size=1000)
+    (tmp_path / "odd.bin").write_bytes(b"\x00" * 7)
+    with pytest.raises(ValueError, match="not a whole number of uint16 tokens"):
+        load_dataset("tokens", path=str(tmp_path / "odd.bin"), seq_len=2)
+    stream.astype(np.uint32).tofile(tmp_path / "u32.bin")
+    ds32 = load_dataset("tokens", path=str(tmp_path / "u32.bin"), seq_len=50, dtype="uint32")
+    assert ds32.train.stored_dtype == np.uint32 and len(ds32.train) + len(ds32.val) == 100
+
+
+def test_npy_is_memory_mapped_and_tail_split(tmp_path):
+    x = np.random.default_rng(0).integers(0, 300, size=(40, 8)).astype(np.uint16)
+    np.save(tmp_path / "a.npy", x)
+    ds = load_dataset("tokens", path=str(tmp_path / "a.npy"), split="tail", val_fraction=0.25)
+    assert isinstance(ds.train.array, np.memmap) and ds.train.stored_dtype == np.uint16
+    assert torch.equal(ds.val[:], torch.from_numpy(x[-10:].astype(np.int64)))
+    assert torch.equal(ds.train[torch.tensor([0, 29])],
+                       torch.from_numpy(x[[0, 29]].astype(np.int64)))
+    assert sum(b.shape[0] for b in ds.eval_batches(3)) == 10
+
+
+def test_text_with_a_tokenizer(tmp_path):
+    pytest.importorskip("tokenizers", reason="the tokenizer option needs the optional `tokenizers`")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    text = "the cat sat on the mat. the dog sat on the log. " * 30
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"]))
+    tok.save(str(tmp_path / "tok.json"))
+    (tmp_path / "c.txt").write_text(text)
+    ds = load_dataset("tokens", path=str(tmp_path / "c.txt"), seq_len=8,
+                      tokenizer=str(tmp_path / "tok.json"))
+    assert ds.vocab_size == tok.get_vocab_size() and ds.info["tokenizer"] == str(tmp_path / "tok.json")
+    assert "sat on the" in ds.decode(ds.train[0]) or "the" in ds.decode(ds.train[0])

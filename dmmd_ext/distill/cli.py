@@ -15,11 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import Command, _load_data
+from ..cli import (DATA_KEYS, Command, UsageError, _add_data_args, _add_resume_args,
+                   _check_data_flags, _data_args, _interrupted_code, _load_data, _prepare_run_dir)
 from .trainer import TARGETS, WEIGHTS, DistillConfig
 
 _FUSED_HEAD = {"auto": "auto", "on": True, "off": False}
-_DATA_KEYS = ("data", "hmm_preset", "n_train", "seq_len", "data_path", "data_seed")
+_DATA_KEYS = DATA_KEYS
 
 
 def _teacher_checkpoint(path: str) -> Path:
@@ -33,13 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True,
                    help="teacher run directory (its checkpoint/) or checkpoint directory")
     p.add_argument("--config", default=None, help="TOML file with any of these options")
-    g = p.add_argument_group("data (default: the teacher's training data)")
-    g.add_argument("--data", default=None, choices=["hmm", "text", "digits", "tokens"])
-    g.add_argument("--hmm-preset", default=None)
-    g.add_argument("--n-train", type=int, default=None)
-    g.add_argument("--seq-len", type=int, default=None)
-    g.add_argument("--data-path", default=None)
-    g.add_argument("--data-seed", type=int, default=None)
+    _add_data_args(p, defaults=False)  # default: the teacher's training data
     g = p.add_argument_group("D-MMD")
     g.add_argument("--k", type=int, default=d.k, help="student sampling steps")
     g.add_argument("--process", default=d.process, choices=["auto", "masked", "uniform"],
@@ -80,8 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="losses from hidden states + output heads, never the [B, L, K] logits "
                         "(auto: when every network exposes hidden() and head)")
     g.add_argument("--no-progress", action="store_true")
-    g.add_argument("--no-resume", action="store_true",
-                   help="start over even if RUN_DIR/checkpoint exists")
+    _add_resume_args(g)
 
 
 def config_from_args(a: argparse.Namespace) -> DistillConfig:
@@ -96,18 +90,20 @@ def config_from_args(a: argparse.Namespace) -> DistillConfig:
 
 
 def load_distill_data(a: argparse.Namespace, teacher_cfg: dict):
-    """The teacher's dataset (its recorded data_args), with flags given here on top."""
+    """The teacher's dataset (its recorded data_args), with flags given here on top
+    (a different --data replaces the teacher's data flags instead)."""
+    given = {k: getattr(a, k) for k in _DATA_KEYS if getattr(a, k, None) is not None}
     base = {k: None for k in _DATA_KEYS}
-    base.update(teacher_cfg.get("data_args") or {})
-    base.update({k: getattr(a, k) for k in _DATA_KEYS if getattr(a, k, None) is not None})
+    recorded = teacher_cfg.get("data_args") or {}
+    if "data" not in given or given["data"] == recorded.get("data"):
+        base.update({k: v for k, v in recorded.items() if k in base})
+    base.update(given)
     if base["data"] is None:
-        raise SystemExit("dmmd distill: the teacher's checkpoint does not record its data; "
+        raise UsageError("the teacher's checkpoint does not record its data; "
                          "pass --data (and its options)")
-    if base["data"] == "hmm" and base["hmm_preset"] is None:
-        base["hmm_preset"] = "cycle"
-    if base["data_seed"] is None:
-        base["data_seed"] = 0
-    return _load_data(argparse.Namespace(**base)), base
+    ns = argparse.Namespace(**base)
+    _check_data_flags(ns)
+    return _load_data(ns), _data_args(ns)
 
 
 def hmm_evaluator(dataset, process, k: int, n: int, seed: int = 0):
@@ -132,24 +128,38 @@ def hmm_evaluator(dataset, process, k: int, n: int, seed: int = 0):
     return evaluate
 
 
+def _settings(a: argparse.Namespace, ck: Path, tcfg: dict, cfg: DistillConfig,
+              data_args: dict) -> dict:
+    """What defines a distillation run (compared on resume; `steps` may change)."""
+    return {"teacher": str(ck.resolve()), "teacher_step": tcfg.get("step"),
+            "teacher_model": tcfg.get("model"), "data": data_args,
+            "distill": {k: v for k, v in cfg.to_dict().items() if k != "steps"}}
+
+
 def run(a: argparse.Namespace) -> int:
     from ..checkpoint import load_model
     from .trainer import distill
 
     ck = _teacher_checkpoint(a.teacher)
-    teacher, process, tcfg = load_model(ck, "cpu")
+    if not (ck / "config.json").is_file():
+        raise UsageError(f"--teacher {a.teacher}: no checkpoint there (expected a run directory "
+                         "with checkpoint/ or a checkpoint directory)")
     cfg = config_from_args(a)
+    teacher, process, tcfg = load_model(ck, "cpu")
     ds, data_args = load_distill_data(a, tcfg)
+    if not _prepare_run_dir(a, _settings(a, ck, tcfg, cfg, data_args), cfg.steps,
+                            "distillation run"):
+        return 0
     evaluate = hmm_evaluator(ds, process, cfg.k, a.eval_samples, seed=cfg.seed) \
         if cfg.eval_every else None
     print(f"dmmd distill: teacher {ck} ({process}), data {ds.name} (K={ds.vocab_size}, "
           f"L={ds.seq_len}), k={cfg.k}", file=sys.stderr)
     res = distill(teacher, process, ds, cfg, a.run_dir, teacher_config=tcfg.get("model"),
-                  extra_config={"data_args": data_args, "teacher": str(ck),
+                  extra_config={"data_args": data_args, "teacher": str(ck.resolve()),
                                 "teacher_step": tcfg.get("step")},
                   resume=not a.no_resume, evaluate=evaluate)
     print(json.dumps(res, indent=2, default=str))
-    return 0
+    return _interrupted_code(res, a)
 
 
 COMMANDS = [Command("distill", "distill a trained teacher into a k-step D-MMD student",

@@ -24,33 +24,52 @@ __all__ = ["sample_many", "sample_masked_sparse", "load_student"]
 
 @torch.no_grad()
 def sample_many(model, process, n_steps: int, n: int, length: int, batch_size: int = 512,
-                seed: int = 0, device=None, sparse: bool = True, **sampling) -> torch.Tensor:
+                seed: int = 0, device=None, sparse: bool = True, progress: bool | str = False,
+                **sampling) -> torch.Tensor:
     """n samples (int64 [n, length], on the CPU) from n_steps-step ancestral
-    sampling, drawn batch_size at a time from one generator seeded with seed."""
+    sampling, drawn batch_size at a time from one generator seeded with seed.
+    progress: a tqdm bar over chunks x steps (a string: its label)."""
     if n < 1:
         raise ValueError(f"n: expected >= 1 samples, got {n}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
     if device is None:
         device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
+    chunks = range(0, n, batch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(chunks) * n_steps, dynamic_ncols=True, leave=False,
+                   desc=progress if isinstance(progress, str) else f"sample n={n_steps}")
     out = []
-    for i in range(0, n, batch_size):
-        b = min(batch_size, n - i)
-        if sparse and process.kind == "masked":
-            x = sample_masked_sparse(model, process, n_steps, b, length, generator=g,
-                                     device=device, **sampling)
-        else:
-            x = process.sample(model, n_steps, b, length, generator=g, device=device, **sampling)
-        out.append(x.cpu())
+    try:
+        for i in chunks:
+            b = min(batch_size, n - i)
+            if sparse and process.kind == "masked":
+                x = sample_masked_sparse(model, process, n_steps, b, length, generator=g,
+                                         device=device, on_step=bar.update if bar else None,
+                                         **sampling)
+            else:
+                x = process.sample(model, n_steps, b, length, generator=g, device=device,
+                                   **sampling)
+                if bar is not None:
+                    bar.update(n_steps)
+            out.append(x.cpu())
+    finally:
+        if bar is not None:
+            bar.close()
     return torch.cat(out)
 
 
 @torch.no_grad()
 def sample_masked_sparse(model, process, n_steps: int, batch: int, length: int,
                          generator: torch.Generator | None = None, device="cpu",
-                         temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0
-                         ) -> torch.Tensor:
+                         temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                         on_step=None) -> torch.Tensor:
     """n_steps-step ancestral sampling of a masked-diffusion model that evaluates
-    the model only on rows with a reveal (see the module docstring)."""
+    the model only on rows with a reveal (see the module docstring); on_step(1)
+    is called after every step when given."""
     if process.kind != "masked":
         raise ValueError(f"process: sample_masked_sparse needs a masked process, got {process.kind}")
     if n_steps < 1:
@@ -63,6 +82,8 @@ def sample_masked_sparse(model, process, n_steps: int, batch: int, length: int,
         u = torch.rand(batch, length, generator=generator, device=device, dtype=torch.float64)
         reveal = (z == process.mask_id) & (u < p_reveal)
         rows = reveal.any(1).nonzero().squeeze(1)
+        if on_step is not None:
+            on_step(1)
         if rows.numel() == 0:
             continue
         zr, rr = z[rows], reveal[rows]

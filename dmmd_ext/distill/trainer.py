@@ -58,7 +58,7 @@ from .. import ops
 from ..ops.fused_head import has_fused_head, head_params
 from ..data.base import TokenDataset
 from ..processes import Process
-from ..training import EMA, _log, _resolve_device, _setup_distributed, dist_info
+from ..training import EMA, StopOnInterrupt, _log, _resolve_device, _setup_distributed, dist_info
 
 __all__ = ["DistillConfig", "distill", "make_student", "check_setup", "time_weight"]
 
@@ -154,8 +154,45 @@ def time_weight(process: Process, s: torch.Tensor, kind: str, max_weight: float)
 
 # ------------------------------------------------------------------- set-up ----
 def _model_config(model) -> dict | None:
-    cfg = getattr(model, "config", None)
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else None
+    """The model's registry spec (models.registry.model_spec), or None."""
+    from ..models.registry import model_spec
+
+    return model_spec(model)
+
+
+def _check_transformer_spec(mc: dict, process: Process, dataset: TokenDataset) -> None:
+    if mc.get("vocab_out") != process.vocab_size:
+        raise ValueError(f"teacher: outputs {mc.get('vocab_out')} logits but its process has "
+                         f"vocab_size={process.vocab_size}")
+    if mc.get("vocab_in") != process.input_vocab_size:
+        raise ValueError(f"teacher: takes {mc.get('vocab_in')} input ids but a {process.kind} "
+                         f"process needs {process.input_vocab_size}")
+    if mc.get("max_len", dataset.seq_len) < dataset.seq_len:
+        raise ValueError(f"teacher: max_len={mc.get('max_len')} < dataset seq_len="
+                         f"{dataset.seq_len}")
+
+
+@torch.no_grad()
+def _probe_output(teacher, process: Process, dataset: TokenDataset) -> None:
+    """Any other model: one forward on a fully noised [1, L] input must give [1, L, K]."""
+    try:
+        p = next(teacher.parameters())
+    except (StopIteration, AttributeError):
+        return
+    L = dataset.seq_len
+    z = process.prior(1, L, generator=torch.Generator(device=p.device).manual_seed(0),
+                      device=p.device)
+    was = teacher.training
+    teacher.eval()
+    try:
+        out = teacher(z, torch.ones(1, device=p.device))
+    finally:
+        teacher.train(was)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, L, process.vocab_size):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"teacher: returns {shape} for a [1, {L}] input, but a {process.kind} "
+                         f"process with vocab_size={process.vocab_size} needs logits "
+                         f"[1, {L}, {process.vocab_size}] (model(z, t, noise=None) -> logits)")
 
 
 def check_setup(teacher, process: Process, dataset: TokenDataset, cfg: DistillConfig) -> None:
@@ -166,16 +203,10 @@ def check_setup(teacher, process: Process, dataset: TokenDataset, cfg: DistillCo
                          f"distill it with process='{process.kind}' or 'auto'")
     dataset.check_vocab(process.vocab_size, "teacher")
     mc = _model_config(teacher)
-    if mc is not None:
-        if mc.get("vocab_out") != process.vocab_size:
-            raise ValueError(f"teacher: outputs {mc.get('vocab_out')} logits but its process has "
-                             f"vocab_size={process.vocab_size}")
-        if mc.get("vocab_in") != process.input_vocab_size:
-            raise ValueError(f"teacher: takes {mc.get('vocab_in')} input ids but a {process.kind} "
-                             f"process needs {process.input_vocab_size}")
-        if mc.get("max_len", dataset.seq_len) < dataset.seq_len:
-            raise ValueError(f"teacher: max_len={mc.get('max_len')} < dataset seq_len="
-                             f"{dataset.seq_len}")
+    if mc is not None and mc.get("arch", "transformer") == "transformer":
+        _check_transformer_spec(mc, process, dataset)
+    else:  # a model whose config is not ours (Hugging Face, a user's module)
+        _probe_output(teacher, process, dataset)
     if int(getattr(teacher, "d_noise", 0) or 0) > 0:
         raise ValueError("teacher: has a noise input (d_noise > 0): it is a student; distill "
                          "from the teacher checkpoint")
@@ -186,14 +217,16 @@ def check_setup(teacher, process: Process, dataset: TokenDataset, cfg: DistillCo
 
 def make_student(teacher: nn.Module, d_noise: int) -> nn.Module:
     """The student's starting point: the teacher, plus a zero-initialized noise
-    input when d_noise > 0 (so it computes exactly what the teacher computes)."""
+    input when d_noise > 0 (so it computes exactly what the teacher computes):
+    the built-in Transformer's own (with_noise_input), for any other model a
+    hook on its input embedding (models.noise.NoiseInput)."""
     if d_noise > 0:
-        from ..models.transformer import with_noise_input
+        from ..models.noise import NoiseInput
+        from ..models.transformer import Transformer, with_noise_input
 
-        if not hasattr(teacher, "config") or not hasattr(teacher, "noise_proj"):
-            raise ValueError("student: a noise input (d_noise > 0) needs a models.Transformer "
-                             "teacher; pass make_student= for other models, or d_noise=0")
-        return with_noise_input(teacher, d_noise)
+        if isinstance(teacher, Transformer):
+            return with_noise_input(teacher, d_noise)
+        return NoiseInput(copy.deepcopy(teacher), d_noise)
     return copy.deepcopy(teacher)
 
 
@@ -390,11 +423,19 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
     vocabulary) into a cfg.k-step student; writes run_dir/checkpoint (the
     student, see the module docstring), run_dir/log.jsonl and run_config.json.
 
-    teacher_config: the teacher's model config (for the student's config.json;
-    default: {'arch': 'transformer', **teacher.config.to_dict()}). evaluate, if
+    teacher_config: the teacher's model spec (for the student's config.json;
+    default: models.registry.model_spec(teacher), e.g. {'arch': 'transformer', ...}
+    or {'arch': 'hf:DIR', ...}). evaluate, if
     given, is called on rank 0 with the student (EMA weights loaded, eval mode)
     every cfg.eval_every iterations and at the end; its dict is logged.
     Returns a summary dict."""
+    with StopOnInterrupt() as stop:  # Ctrl-C: finish the iteration, save, return
+        return _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_config,
+                        resume, student_factory, evaluate, stop)
+
+
+def _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_config, resume,
+             student_factory, evaluate, stop) -> dict:
     check_setup(teacher, process, dataset, cfg)
     device = _resolve_device(cfg.device)
     rank, world = _setup_distributed(device)
@@ -402,6 +443,8 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
     ck_dir = run_dir / "checkpoint"
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and (run_dir / "log.jsonl").is_file():  # starting over: a clean log
+            (run_dir / "log.jsonl").unlink()
     d_noise = cfg.noise_width(process)
     teacher = teacher.to(device).eval().requires_grad_(False)
     student = (student_factory or make_student)(teacher, d_noise).to(device).requires_grad_(True)
@@ -420,8 +463,7 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
         nets["aux_ddp"] = nn.parallel.DistributedDataParallel(nets["aux_ddp"], device_ids=ids)
 
     if teacher_config is None:
-        mc = _model_config(teacher)
-        teacher_config = {"arch": "transformer", **mc} if mc is not None else {}
+        teacher_config = _model_config(teacher) or {}
     student_config = dict(teacher_config)
     if student_config:
         student_config["d_noise"] = d_noise
@@ -439,6 +481,7 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
     run = {"gen": None, "aux": None}  # running losses for the progress bar
     window: dict[str, list[dict]] = {"gen": [], "aux": []}  # records since the last log line
     last_eval, t0 = None, time.time()
+    interrupted = False
     while st.step < cfg.steps:
         scale = _lr_scale(st.step, cfg)
         for opt, base in ((st.opt_g, st.base_lr[0]), (st.opt_a, st.base_lr[1])):
@@ -464,16 +507,20 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
                             "elapsed_s": round(time.time() - t0, 3)})
             if bar is not None:
                 bar.write(f"step {st.step}: {json.dumps(last_eval)}")
-        if (cfg.save_every and st.step % cfg.save_every == 0) or done:
+        stopping = not done and stop is not None and stop.requested(world, device)
+        if (cfg.save_every and st.step % cfg.save_every == 0) or done or stopping:
             st.save(ck_dir, config, rank, world)
+        if stopping:
+            interrupted = True
+            break
     if bar is not None:
         bar.close()
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
-    return {"steps": cfg.steps, "k": cfg.k, "run_dir": str(run_dir), "checkpoint": str(ck_dir),
+    return {"steps": st.step, "k": cfg.k, "run_dir": str(run_dir), "checkpoint": str(ck_dir),
             "world_size": world, "running_loss": run, "eval": last_eval,
-            "elapsed_s": time.time() - t0}
+            "elapsed_s": time.time() - t0, **({"interrupted": True} if interrupted else {})}
 
 
 def _summarize(window: dict[str, list[dict]]) -> dict:

@@ -9,7 +9,8 @@ only beside the data's own values under the same protocol.
 
 Definitions (natural log throughout):
 - per-sample NLL: mean over the sample's tokens of the reference's
-  -log p(x_i | x_<i);
+  -log p(x_i | x_<i) (rows re-tokenized to unequal lengths end in PAD = -1,
+  which is not counted);
 - generative perplexity: exp(total NLL / total tokens) over all samples
   (= exp of the mean per-sample NLL, since rows have equal length);
 - unigram entropy of a sample: -sum_v c_v/L log(c_v/L), c_v the count of token
@@ -27,18 +28,19 @@ import torch
 from .stats import Estimate, estimate
 
 TokenNllFn = Callable[[torch.Tensor], torch.Tensor]
+PAD = -1  # fills the end of re-tokenized rows shorter than the others (not scored)
 
-__all__ = ["unigram_entropy", "per_sample_nll", "PerplexityResult", "generative_perplexity",
+__all__ = ["PAD", "unigram_entropy", "per_sample_nll", "PerplexityResult", "generative_perplexity",
            "perplexity_report"]
 
 
-def _check_tokens(tokens: torch.Tensor, name: str) -> None:
+def _check_tokens(tokens: torch.Tensor, name: str, allow_pad: bool = False) -> None:
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype.is_floating_point:
         desc = f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
         raise ValueError(f"perplexity: `{name}` must be an integer tensor [n, length], got {desc}")
     if tokens.shape[0] == 0 or tokens.shape[1] == 0:
         raise ValueError(f"perplexity: `{name}` is empty, shape {tuple(tokens.shape)}")
-    if int(tokens.min()) < 0:
+    if int(tokens.min()) < (PAD if allow_pad else 0):
         raise ValueError(f"perplexity: `{name}` holds negative token ids (min {int(tokens.min())})")
 
 
@@ -57,8 +59,9 @@ def unigram_entropy(tokens: torch.Tensor) -> torch.Tensor:
 def per_sample_nll(token_nll_fn: TokenNllFn, tokens: torch.Tensor, *, batch_size: int = 64,
                    device: torch.device | str | None = None) -> torch.Tensor:
     """Mean per-token NLL of each row, float64 on the CPU, shape [n].
-    ``token_nll_fn`` maps [b, length] tokens to [b, length] NLLs in nats."""
-    _check_tokens(tokens, "tokens")
+    ``token_nll_fn`` maps [b, length] tokens to [b, length] NLLs in nats; PAD
+    positions (the end of shorter re-tokenized rows) are left out of the mean."""
+    _check_tokens(tokens, "tokens", allow_pad=True)
     out = []
     for i in range(0, tokens.shape[0], batch_size):
         batch = tokens[i:i + batch_size]
@@ -68,7 +71,8 @@ def per_sample_nll(token_nll_fn: TokenNllFn, tokens: torch.Tensor, *, batch_size
         if nll.shape != batch.shape:
             raise ValueError(f"perplexity: token_nll_fn must return per-token NLLs of shape "
                              f"{tuple(batch.shape)}, got {tuple(nll.shape)}")
-        out.append(nll.double().mean(dim=1).cpu())
+        valid = (batch != PAD).to(torch.float64)
+        out.append(((nll.double() * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1)).cpu())
     return torch.cat(out)
 
 

@@ -211,8 +211,9 @@ def load_reference(path: str | Path, device: str | torch.device = "cpu") -> ARRe
 
 class HFReference:
     """A local Hugging Face causal LM as reference for text. Rows are the
-    model's own token ids, cut to a common length so that they stack; each row
-    is scored after the tokenizer's BOS (or EOS) token."""
+    model's own token ids; each row is scored after the tokenizer's BOS (or EOS)
+    token. Rows re-tokenized from text have unequal lengths: they are cut to a
+    common length and the shorter ones end in perplexity.PAD (not scored)."""
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
         try:
@@ -226,38 +227,64 @@ class HFReference:
         except OSError as e:
             raise FileNotFoundError(f"HFReference: no local model at {path!s} (this package never "
                                     "downloads; point it at a directory saved with save_pretrained)") from e
-        self.model.to(device).eval()
+        self.model.float().to(device).eval()
         self.device = device
+        self.path = str(path)
         bos = self.tokenizer.bos_token_id
         self.bos = bos if bos is not None else self.tokenizer.eos_token_id
         if self.bos is None:
             raise ValueError(f"HFReference: the tokenizer at {path!s} has neither a BOS nor an EOS token")
+        cfg = self.model.config
+        self.max_len = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        self.vocab_size = self.model.get_input_embeddings().num_embeddings
+
+    def same_tokenizer(self, path: str | Path) -> bool:
+        """True when the tokenizer at path has this reference's vocabulary (data
+        tokenized with it are scored as they are, without decoding)."""
+        from ..models.hf import load_tokenizer
+
+        other = load_tokenizer(path)
+        return other is not None and other.get_vocab() == self.tokenizer.get_vocab()
 
     def encode(self, texts: list[str], length: int | None = None) -> torch.Tensor:
-        """Token ids [n, length]; length defaults to the shortest text's length."""
+        """Token ids [n, length] (default: the longest text's length, at most the
+        model's positions minus one for the BOS); shorter rows end in PAD."""
+        from .perplexity import PAD
+
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        shortest = min(len(i) for i in ids)
-        length = length or shortest
-        if shortest < length or length < 1:
-            raise ValueError(f"HFReference.encode: length {length} needs every text to have at least "
-                             f"that many tokens; the shortest has {shortest}")
-        return torch.tensor([i[:length] for i in ids], dtype=torch.long)
+        cap = self.max_len - 1 if self.max_len else None
+        length = length or max(len(i) for i in ids)
+        length = min(length, cap) if cap else length
+        if length < 1:
+            raise ValueError("HFReference.encode: every text is empty after tokenization")
+        rows = [i[:length] + [PAD] * (length - len(i[:length])) for i in ids]
+        return torch.tensor(rows, dtype=torch.long)
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.model.parameters())
 
     def encoder_for(self, decode, reference_rows: torch.Tensor):
-        """A function mapping rows of dataset tokens to this model's ids, all cut
-        to one length: the shortest re-tokenized row of ``reference_rows`` (the
-        held-out data). ``decode`` maps a 1-d token tensor to text."""
+        """A function mapping rows of dataset tokens to this model's ids at one
+        length: that of the longest re-tokenized row of ``reference_rows`` (the
+        held-out data); longer rows are cut, shorter ones padded with PAD.
+        ``decode`` maps a 1-d token tensor to text."""
         length = self.encode([decode(r) for r in reference_rows]).shape[1]
         return lambda rows: self.encode([decode(r) for r in rows], length=length)
 
     def token_nll(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, L] NLLs (nats); 0 at PAD positions."""
+        from .perplexity import PAD
+
         x = x.to(self.device).long()
-        inp = torch.cat([torch.full_like(x[:, :1], self.bos), x[:, :-1]], dim=1)
+        valid = x != PAD
+        ids = torch.where(valid, x, torch.full_like(x, self.bos))
+        inp = torch.cat([torch.full_like(ids[:, :1], self.bos), ids[:, :-1]], dim=1)
         logits = self.model(input_ids=inp).logits.float()
-        return F.cross_entropy(logits.transpose(1, 2), x, reduction="none")
+        nll = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+        return nll * valid
 
     def mean_nll(self, x: torch.Tensor) -> torch.Tensor:
-        return self.token_nll(x).mean()
+        from .perplexity import PAD
+
+        valid = (x.to(self.device) != PAD).sum().clamp_min(1)
+        return self.token_nll(x).sum() / valid

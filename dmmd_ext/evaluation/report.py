@@ -34,10 +34,25 @@ METRICS = [
     ("gen_ppl", "gen. perplexity", True),
     ("unigram_entropy", "unigram entropy (nats)", None),
     ("gradient_moment", "gradient moment", True),
-    ("true_nll", "true NLL (nats/token)", None),
+    ("nll", "NLL under the reference (bits/token)", None),
+    ("true_nll", "true NLL (bits/token)", None),
     ("true_gradient_moment", "true gradient moment", True),
     ("frechet", "Frechet distance", True),
 ]
+
+
+BITS_KEYS = ("nll", "true_nll")  # reported in bits per token, as every dmmd command does
+
+
+def in_bits(metrics: dict) -> dict:
+    """The suite's metrics with the NLLs (nats per token) in bits per token."""
+    out = dict(metrics)
+    for key in BITS_KEYS:
+        v = out.get(key)
+        if isinstance(v, dict):
+            out[key] = {**v, **{f: v[f] / math.log(2) for f in ("mean", "stderr")
+                                if isinstance(v.get(f), (int, float))}, "unit": "bits/token"}
+    return out
 
 
 def evaluate_sampler(sample_fn, steps: list[int], suite: EvalSuite, n_samples: int, label: str,
@@ -51,7 +66,7 @@ def evaluate_sampler(sample_fn, steps: list[int], suite: EvalSuite, n_samples: i
         samples = sample_fn(k, n_samples, gen).cpu()
         t1 = time.time()
         records.append({"label": label, "kind": kind, "steps": int(k), "n_samples": int(samples.shape[0]),
-                        "sample_seconds": t1 - t0, "metrics": suite.measure(samples, seed=seed),
+                        "sample_seconds": t1 - t0, "metrics": in_bits(suite.measure(samples, seed=seed)),
                         "metric_seconds": time.time() - t1})
     return records
 
@@ -60,9 +75,9 @@ def baseline_records(suite: EvalSuite, seed: int = 0) -> list[dict]:
     """Held-out real rows (the target) and training rows (a memorizing sampler)."""
     train = suite.train_rows(seed)
     return [{"label": "data (held-out)", "kind": "data", "steps": None,
-             "n_samples": int(suite.heldout.shape[0]), "metrics": suite.baseline(seed=seed)},
+             "n_samples": int(suite.heldout.shape[0]), "metrics": in_bits(suite.baseline(seed=seed))},
             {"label": "data (train rows)", "kind": "data", "steps": None,
-             "n_samples": int(train.shape[0]), "metrics": suite.measure(train, seed=seed)}]
+             "n_samples": int(train.shape[0]), "metrics": in_bits(suite.measure(train, seed=seed))}]
 
 
 def write_json(records: list[dict], path: str | Path, meta: dict | None = None) -> Path:
@@ -228,15 +243,17 @@ def train_reference_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train_reference(args) -> dict:
-    from ..cli import _data_args, _load_data
+    from ..cli import _check_data_flags, _data_args, _load_data
 
+    _check_data_flags(args)
     dataset = _load_data(args)
     cfg = ReferenceConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, device=args.device, log_every=args.log_every)
     model, record = train_reference(dataset, cfg)
     record["data_args"] = _data_args(args)
     save_reference(model, args.out, record)
-    print(f"reference saved to {args.out}: val NLL {record.get('val_nll', float('nan')):.4f} nats/token "
+    print(f"reference saved to {args.out}: val NLL "
+          f"{record.get('val_nll', float('nan')) / math.log(2):.4f} bits/token "
           f"after {cfg.steps} steps ({record['seconds']:.0f} s)")
     return record
 
@@ -270,6 +287,7 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="output directory (default: <first checkpoint>/eval)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval)
 
 
@@ -305,13 +323,7 @@ def _reference_from(args, dataset, out: Path):
                              f"vocab_size={dataset.vocab_size}, seq_len={dataset.seq_len}")
         return reference, None
     if args.hf_reference:
-        from .reference_model import HFReference
-
-        if dataset.decode(dataset.val[0]) is None:
-            raise ValueError(f"--hf-reference: dataset {dataset.name!r} has no text decoding; "
-                             "a Hugging Face reference applies to text datasets only")
-        reference = HFReference(args.hf_reference, device=args.device)
-        return reference, reference.encoder_for(dataset.decode, dataset.val)
+        return _hf_reference(args, dataset)
     if args.train_reference_steps:
         reference, rec = train_reference(dataset, ReferenceConfig(steps=args.train_reference_steps,
                                                                   device=args.device, seed=args.seed))
@@ -319,6 +331,28 @@ def _reference_from(args, dataset, out: Path):
         return reference, None
     raise ValueError("eval: pass --reference PATH, --train-reference-steps N, --hf-reference DIR "
                      "or --no-reference")
+
+
+def _hf_reference(args, dataset):
+    """(HFReference, encode): data tokenized with the reference's own tokenizer are
+    scored as they are; other text data are decoded and re-tokenized."""
+    from .reference_model import HFReference
+
+    reference = HFReference(args.hf_reference, device=args.device)
+    tok = dataset.info.get("tokenizer")
+    if tok and reference.same_tokenizer(tok):
+        if dataset.vocab_size > reference.vocab_size:
+            raise ValueError(f"--hf-reference {args.hf_reference}: the data have K="
+                             f"{dataset.vocab_size} tokens, the reference embeds {reference.vocab_size}")
+        if reference.max_len and dataset.seq_len + 1 > reference.max_len:
+            raise ValueError(f"--hf-reference {args.hf_reference}: sequences of {dataset.seq_len} "
+                             f"tokens plus BOS exceed its {reference.max_len} positions")
+        return reference, None
+    if dataset.decode(dataset.val[0]) is None:
+        raise ValueError(f"--hf-reference: dataset {dataset.name!r} has no text decoding and was not "
+                         "tokenized with the reference's tokenizer; train with --tokenizer DIR (the "
+                         "reference's own tokenizer: tokens are then scored as they are)")
+    return reference, reference.encoder_for(dataset.decode, dataset.val)
 
 
 def run_eval(args) -> list[dict]:
@@ -341,11 +375,13 @@ def run_eval(args) -> list[dict]:
         kind = cfg.get("kind") if cfg.get("kind") in ("teacher", "student") else (
             "student" if "student" in label.lower() else "teacher")
 
-        def sample_fn(k, n, gen, model=model, process=process):
-            parts = [process.sample(model, k, min(args.sample_batch, n - j), dataset.seq_len,
-                                    generator=gen, device=args.device).cpu()
-                     for j in range(0, n, args.sample_batch)]
-            return torch.cat(parts)
+        def sample_fn(k, n, gen, model=model, process=process, label=label):
+            from ..distill.sampler import sample_many
+
+            seed = int(torch.randint(0, 2 ** 62, (), generator=gen, device=gen.device))
+            return sample_many(model, process, k, n, dataset.seq_len, batch_size=args.sample_batch,
+                               seed=seed, device=args.device,
+                               progress=False if args.no_progress else f"{label} n={k}")
 
         n_samples = args.n_samples or int(suite.heldout.shape[0])
         records += evaluate_sampler(sample_fn, args.steps, suite, n_samples, label, kind, args.seed,
