@@ -28,6 +28,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import checkpoint as ckpt
+from . import dist_checkpoint as dck
+from . import parallel as par
 from .data.base import TokenDataset
 from .processes import Process
 
@@ -56,6 +58,10 @@ class TrainConfig:
     bf16: bool = True  # autocast to bf16 on CUDA (ignored on CPU)
     progress: bool = True
     antithetic: bool = True
+    parallel: str = "ddp"  # 'ddp' | 'fsdp' (parallel.py; DDP only when WORLD_SIZE > 1)
+    grad_accum: int = 1  # micro-batches of batch_size per optimizer step
+    rng: str = "rank"  # random streams: 'rank' (seed + rank) | 'global' (world-size invariant)
+    fsdp_bf16: bool = False  # FSDP mixed precision: bf16 parameters, fp32 gradient reduction
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -168,6 +174,8 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
     run after step k with a checkpoint, as an interruption would (the schedule still
     follows cfg.steps). Returns a summary dict."""
     dataset.check_vocab(process.vocab_size, "process")
+    par.check_options(cfg.parallel, cfg.grad_accum, cfg.rng, cfg.fsdp_bf16)
+    fsdp = cfg.parallel == "fsdp"
     device = _resolve_device(cfg.device)
     rank, world = _setup_distributed(device)
     run_dir = Path(run_dir)
@@ -175,6 +183,8 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
+    if fsdp:  # before the optimizer: fully_shard replaces the parameters
+        par.shard(model, device, bf16=cfg.fsdp_bf16)
     autocast = cfg.bf16 and device.type == "cuda"
 
     data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
@@ -182,12 +192,15 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
                             betas=(cfg.beta1, cfg.beta2))
     start, saved = 0, {}
-    if resume and ckpt.has_checkpoint(ck_dir):
+    if resume and ckpt.has_checkpoint(ck_dir) and fsdp:
+        start, saved = dck.restore_teacher(ck_dir, model, opt, data_gen, noise_gen, rank, world,
+                                           cfg.rng)
+    elif resume and ckpt.has_checkpoint(ck_dir):
+        dck.check_unsharded(ck_dir)
         start, saved = _restore(ck_dir, model, opt, data_gen, noise_gen, rank)
     ddp = model
-    if world > 1:  # DDP broadcasts rank 0's weights here, so the EMA starts from them
-        ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if world > 1 and not fsdp:  # DDP broadcasts rank 0's weights here, so the EMA starts from them
+        ddp = par.ddp(model, device)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     if ema is not None:
         for k in ema.shadow:
@@ -207,30 +220,39 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
         bar = tqdm(total=cfg.steps, initial=start, desc="train-teacher", dynamic_ncols=True)
     last_val, t0, c0 = None, time.time(), time.process_time()  # cpu_s: all threads, this process
     L = dataset.seq_len
+    meter = par.Meter(device, world, cfg.batch_size * cfg.grad_accum * world * L)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     for step in range(start, end):
         lr = lr_at(step, cfg)
         for grp in opt.param_groups:
             grp["lr"] = lr
-        x0 = next(batches)
-        t = process.sample_time(x0.shape[0], generator=noise_gen, device=device,
-                                antithetic=cfg.antithetic)
-        z = process.corrupt(x0, t, generator=noise_gen)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = ddp(z, t)
-        loss = process.loss(logits, x0, z, t).mean() / L  # nats per token
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = (nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                 if cfg.grad_clip > 0 else torch.tensor(0.0))
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):  # gradients synchronized on the last one only
+            if cfg.rng == "global":
+                par.reseed(data_gen, noise_gen, cfg.seed,
+                           par.micro_index(step, micro, cfg.grad_accum, rank, world))
+            with par.grad_sync([ddp], micro == cfg.grad_accum - 1):
+                x0 = next(batches)
+                t = process.sample_time(x0.shape[0], generator=noise_gen, device=device,
+                                        antithetic=cfg.antithetic)
+                z = process.corrupt(x0, t, generator=noise_gen)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+                    logits = ddp(z, t)
+                loss = process.loss(logits, x0, z, t).mean() / L  # nats per token
+                (loss / cfg.grad_accum).backward()
+            loss_sum += float(loss.detach())
+        gnorm = par.clip_grad_norm(model, cfg.grad_clip)
         opt.step()
         if ema is not None:
             ema.update(model)
         done = step + 1
-        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps or step == start):
-            rec = {"step": done, "loss_bpt": float(loss.detach()) / math.log(2), "lr": lr,
+        is_log = done % cfg.log_every == 0 or done == cfg.steps or step == start
+        m = meter.step(loss_sum / cfg.grad_accum, is_log)  # all ranks: global batch mean loss
+        if rank == 0 and is_log:
+            rec = {"step": done, "loss_bpt": m.pop("loss") / math.log(2), "lr": lr,
                    "grad_norm": float(gnorm), "elapsed_s": round(time.time() - t0, 3),
-                   "cpu_s": round(time.process_time() - c0, 3)}
+                   "cpu_s": round(time.process_time() - c0, 3), **m}
             _log(log_path, rec)
             if bar is not None:
                 bar.set_postfix(loss_bpt=f"{rec['loss_bpt']:.3f}",
@@ -239,11 +261,15 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
             bar.update(1)
         is_eval = cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps)
         is_save = (cfg.save_every and done % cfg.save_every == 0) or done == end
-        if is_eval and rank == 0:
+        if is_eval and (rank == 0 or fsdp):  # a sharded forward needs every rank
             last_val = _validate(model, ema, process, dataset, cfg, device, autocast)
-            _log(log_path, {"step": done, "val_nelbo_bpt": last_val,
-                            "elapsed_s": round(time.time() - t0, 3)})
-        if is_save:
+            if rank == 0:
+                _log(log_path, {"step": done, "val_nelbo_bpt": last_val,
+                                "elapsed_s": round(time.time() - t0, 3)})
+        if is_save and fsdp:
+            dck.save_teacher(ck_dir, model, opt, ema, data_gen, noise_gen, config, done, rank,
+                             world, cfg.rng)
+        elif is_save:
             _save(ck_dir, model, opt, ema, data_gen, noise_gen, config, done, rank, world)
     if bar is not None:
         bar.close()
