@@ -104,6 +104,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-resume", action="store_true",
                    help="start over even if RUN_DIR/checkpoint exists")
+    from .parallel import add_arguments as add_parallel_arguments
+    add_parallel_arguments(p)
 
 
 def _run_train(a: argparse.Namespace) -> int:
@@ -111,6 +113,7 @@ def _run_train(a: argparse.Namespace) -> int:
 
     from .models.transformer import Transformer, preset_config
     from .processes import make_process
+    from .parallel import options as parallel_options
     from .training import TrainConfig, train_teacher
 
     ds = _load_data(a)
@@ -126,7 +129,8 @@ def _run_train(a: argparse.Namespace) -> int:
                        weight_decay=a.weight_decay, grad_clip=a.grad_clip, ema=a.ema,
                        eval_every=a.eval_every, eval_batches=a.eval_batches,
                        save_every=a.save_every, log_every=a.log_every, seed=a.seed,
-                       device=a.device, bf16=not a.no_bf16, progress=not a.no_progress)
+                       device=a.device, bf16=not a.no_bf16, progress=not a.no_progress,
+                       **parallel_options(a))
     print(f"dmmd: {ds.name}: K={ds.vocab_size}, L={ds.seq_len}, "
           f"{ds.train.shape[0]} train sequences; model {a.model_preset} "
           f"({model.num_parameters() / 1e6:.2f}M parameters), {proc}", file=sys.stderr)

@@ -36,7 +36,7 @@ import torch.nn as nn
 
 __all__ = ["PARALLEL", "RNG_MODES", "check_options", "block_list", "shard", "ddp", "is_fsdp",
            "grad_sync", "clip_grad_norm", "reseed", "micro_index", "Meter", "peak_memory_mb",
-           "init_single_process_group"]
+           "init_single_process_group", "add_arguments", "options"]
 
 PARALLEL = ("ddp", "fsdp")
 RNG_MODES = ("rank", "global")
@@ -220,3 +220,30 @@ class Meter:
             out["peak_mem_mb"] = [round(float(r[1]), 1) for r in rows]
             self.t_last, self.steps = now, 0
         return out
+
+
+# -------------------------------------------------------------------- CLI ----
+def add_arguments(p, offload_teacher: bool = False) -> None:
+    """The parallelism flags of `dmmd train-teacher` / `dmmd distill`."""
+    g = p.add_argument_group("parallelism (under torchrun; docs/usage.md, docs/scaling.md)")
+    g.add_argument("--fsdp", action="store_true",
+                   help="shard the networks with FSDP2 (per block, then the root) instead of DDP")
+    g.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches of --batch-size per optimizer step")
+    g.add_argument("--rng", default="rank", choices=RNG_MODES,
+                   help="random streams: per rank, or keyed by the global micro-batch index "
+                        "(same run at any world size with the same world x grad-accum)")
+    g.add_argument("--fsdp-bf16", action="store_true",
+                   help="FSDP mixed precision: bf16 parameters, fp32 gradient reduction")
+    if offload_teacher:  # distillation: the frozen teacher
+        g.add_argument("--offload-teacher", action="store_true",
+                       help="FSDP: keep the frozen teacher's shards on the CPU (CUDA only)")
+
+
+def options(a) -> dict:
+    """Config fields from the flags of add_arguments."""
+    out = {"parallel": "fsdp" if a.fsdp else "ddp", "grad_accum": a.grad_accum, "rng": a.rng,
+           "fsdp_bf16": a.fsdp_bf16}
+    if hasattr(a, "offload_teacher"):
+        out["offload_teacher"] = a.offload_teacher
+    return out

@@ -202,3 +202,25 @@ def test_option_errors(tmp_path, one_process_group):
         run("sharded", steps=2, rng="rank")
     with pytest.raises(ValueError, match="trained with rng='rank'"):
         run("sharded", steps=2, parallel="fsdp")
+
+
+def test_cli_fsdp_distill_then_sample(tmp_path, one_process_group):
+    """`dmmd train-teacher --fsdp` and `dmmd distill --fsdp --grad-accum 2` (one
+    process), then `dmmd sample` on the exported student."""
+    from dmmd_ext.cli import main
+
+    data = ["--data", "hmm", "--hmm-preset", "toy", "--n-train", "64"]
+    common = ["--device", "cpu", "--no-progress", "--fsdp", "--grad-accum", "2", "--rng", "global",
+              "--batch-size", "4", "--log-every", "1"]
+    assert main(["train-teacher", "--run-dir", str(tmp_path / "t"), *data, *common, "--steps", "2",
+                 "--d-model", "16", "--n-layers", "1", "--eval-every", "0"]) == 0
+    assert dck.is_sharded(tmp_path / "t" / "checkpoint")
+    assert main(["distill", "--teacher", str(tmp_path / "t"), "--run-dir", str(tmp_path / "s"),
+                 *data, *common, "--k", "2", "--steps", "2"]) == 0
+    cfg = json.loads((tmp_path / "s" / "checkpoint" / "config.json").read_text())
+    assert cfg["distill"]["grad_accum"] == 2 and cfg["distill"]["parallel"] == "fsdp"
+    dist.destroy_process_group()
+    out = tmp_path / "x.pt"
+    assert main(["sample", "--run-dir", str(tmp_path / "s"), "--batch", "4", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    assert torch.load(out).shape[0] == 4

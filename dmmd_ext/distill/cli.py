@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 from ..cli import Command, _load_data
+from ..parallel import add_arguments as add_parallel_arguments
+from ..parallel import options as parallel_options
 from .trainer import TARGETS, WEIGHTS, DistillConfig
 
 _DATA_KEYS = ("data", "hmm_preset", "n_train", "seq_len", "data_path", "data_seed")
@@ -78,6 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--no-resume", action="store_true",
                    help="start over even if RUN_DIR/checkpoint exists")
+    add_parallel_arguments(p, offload_teacher=True)
 
 
 def config_from_args(a: argparse.Namespace) -> DistillConfig:
@@ -88,7 +91,7 @@ def config_from_args(a: argparse.Namespace) -> DistillConfig:
         tau=a.tau, top_p=a.top_p, delta=a.delta, weight=a.weight, max_weight=a.max_weight,
         d_noise=a.d_noise, process=a.process, eval_every=a.eval_every, save_every=a.save_every,
         log_every=a.log_every, seed=a.seed, device=a.device, bf16=not a.no_bf16,
-        progress=not a.no_progress)
+        progress=not a.no_progress, **parallel_options(a))
 
 
 def load_distill_data(a: argparse.Namespace, teacher_cfg: dict):
