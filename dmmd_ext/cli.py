@@ -172,6 +172,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_resume_args(g)
+    from .parallel import add_arguments as add_parallel_arguments
+    add_parallel_arguments(p)
 
 
 def _add_resume_args(g) -> None:
@@ -232,6 +234,7 @@ def _run_train(a: argparse.Namespace) -> int:
     import torch
 
     from .processes import make_process
+    from .parallel import options as parallel_options
     from .training import TrainConfig, train_teacher
 
     _check_data_flags(a)
@@ -244,7 +247,8 @@ def _run_train(a: argparse.Namespace) -> int:
                        weight_decay=a.weight_decay, grad_clip=a.grad_clip, ema=a.ema,
                        eval_every=a.eval_every, eval_batches=a.eval_batches,
                        save_every=a.save_every, log_every=a.log_every, seed=a.seed,
-                       device=a.device, bf16=not a.no_bf16, progress=not a.no_progress)
+                       device=a.device, bf16=not a.no_bf16, progress=not a.no_progress,
+                       **parallel_options(a))
     settings = _train_settings(a, spec, proc, tcfg)
     if not _prepare_run_dir(a, settings, a.steps, "teacher run"):
         return 0

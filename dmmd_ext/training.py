@@ -28,6 +28,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import checkpoint as ckpt
+from . import dist_checkpoint as dck
+from . import parallel as par
 from .data.base import TokenDataset
 from .processes import Process
 
@@ -98,6 +100,10 @@ class TrainConfig:
     bf16: bool = True  # autocast to bf16 on CUDA (ignored on CPU)
     progress: bool = True
     antithetic: bool = True
+    parallel: str = "ddp"  # 'ddp' | 'fsdp' (parallel.py; DDP only when WORLD_SIZE > 1)
+    grad_accum: int = 1  # micro-batches of batch_size per optimizer step
+    rng: str = "rank"  # random streams: 'rank' (seed + rank) | 'global' (world-size invariant)
+    fsdp_bf16: bool = False  # FSDP mixed precision: bf16 parameters, fp32 gradient reduction
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -214,6 +220,8 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
         from .models.registry import model_spec
 
         model_config = model_spec(model)
+    par.check_options(cfg.parallel, cfg.grad_accum, cfg.rng, cfg.fsdp_bf16)
+    fsdp = cfg.parallel == "fsdp"
     device = _resolve_device(cfg.device)
     rank, world = _setup_distributed(device)
     run_dir = Path(run_dir)
@@ -223,6 +231,8 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
         if not resume and (run_dir / "log.jsonl").is_file():  # starting over: a clean log
             (run_dir / "log.jsonl").unlink()
     model.to(device).train()
+    if fsdp:  # before the optimizer: fully_shard replaces the parameters
+        par.shard(model, device, bf16=cfg.fsdp_bf16)
     autocast = cfg.bf16 and device.type == "cuda"
 
     data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
@@ -230,12 +240,15 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
                             betas=(cfg.beta1, cfg.beta2))
     start, saved = 0, {}
-    if resume and ckpt.has_checkpoint(ck_dir):
+    if resume and ckpt.has_checkpoint(ck_dir) and fsdp:
+        start, saved = dck.restore_teacher(ck_dir, model, opt, data_gen, noise_gen, rank, world,
+                                           cfg.rng)
+    elif resume and ckpt.has_checkpoint(ck_dir):
+        dck.check_unsharded(ck_dir)
         start, saved = _restore(ck_dir, model, opt, data_gen, noise_gen, rank)
     ddp = model
-    if world > 1:  # DDP broadcasts rank 0's weights here, so the EMA starts from them
-        ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if world > 1 and not fsdp:  # DDP broadcasts rank 0's weights here, so the EMA starts from them
+        ddp = par.ddp(model, device)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     if ema is not None:
         for k in ema.shadow:
@@ -255,11 +268,12 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
         bar = tqdm(total=cfg.steps, initial=start, desc="train-teacher", dynamic_ncols=True)
     last_val, t0, c0 = None, time.time(), time.process_time()  # cpu_s: all threads, this process
     L = dataset.seq_len
+    meter = par.Meter(device, world, cfg.batch_size * cfg.grad_accum * world * L)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     state = dict(model=model, ddp=ddp, opt=opt, ema=ema, process=process, dataset=dataset,
                  cfg=cfg, device=device, autocast=autocast, batches=batches, noise_gen=noise_gen,
                  data_gen=data_gen, config=config, ck_dir=ck_dir, log_path=log_path, bar=bar,
-                 rank=rank, world=world, L=L, t0=t0, c0=c0)
+                 rank=rank, world=world, L=L, t0=t0, c0=c0, meter=meter, fsdp=fsdp)
     with StopOnInterrupt() as state["stop"]:
         end, interrupted = _train_loop(state, start, end)
     last_val = state["last_val"]
@@ -281,30 +295,39 @@ def _train_loop(v: dict, start: int, end: int) -> tuple[int, bool]:
     device, autocast, batches, noise_gen, bar, rank, world, L = (v[k] for k in (
         "device", "autocast", "batches", "noise_gen", "bar", "rank", "world", "L"))
     log_path, t0, c0 = v["log_path"], v["t0"], v["c0"]
+    data_gen, meter, fsdp = v["data_gen"], v["meter"], v["fsdp"]
     last_val = v["last_val"] = None
     for step in range(start, end):
         lr = lr_at(step, cfg)
         for grp in opt.param_groups:
             grp["lr"] = lr
-        x0 = next(batches)
-        t = process.sample_time(x0.shape[0], generator=noise_gen, device=device,
-                                antithetic=cfg.antithetic)
-        z = process.corrupt(x0, t, generator=noise_gen)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = ddp(z, t)
-        loss = process.loss(logits, x0, z, t).mean() / L  # nats per token
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = (nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                 if cfg.grad_clip > 0 else torch.tensor(0.0))
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):  # gradients synchronized on the last one only
+            if cfg.rng == "global":
+                par.reseed(data_gen, noise_gen, cfg.seed,
+                           par.micro_index(step, micro, cfg.grad_accum, rank, world))
+            with par.grad_sync([ddp], micro == cfg.grad_accum - 1):
+                x0 = next(batches)
+                t = process.sample_time(x0.shape[0], generator=noise_gen, device=device,
+                                        antithetic=cfg.antithetic)
+                z = process.corrupt(x0, t, generator=noise_gen)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+                    logits = ddp(z, t)
+                loss = process.loss(logits, x0, z, t).mean() / L  # nats per token
+                (loss / cfg.grad_accum).backward()
+            loss_sum += float(loss.detach())
+        gnorm = par.clip_grad_norm(model, cfg.grad_clip)
         opt.step()
         if ema is not None:
             ema.update(model)
         done = step + 1
-        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps or step == start):
-            rec = {"step": done, "loss_bpt": float(loss.detach()) / math.log(2), "lr": lr,
+        is_log = done % cfg.log_every == 0 or done == cfg.steps or step == start
+        m = meter.step(loss_sum / cfg.grad_accum, is_log)  # all ranks: global batch mean loss
+        if rank == 0 and is_log:
+            rec = {"step": done, "loss_bpt": m.pop("loss") / math.log(2), "lr": lr,
                    "grad_norm": float(gnorm), "elapsed_s": round(time.time() - t0, 3),
-                   "cpu_s": round(time.process_time() - c0, 3)}
+                   "cpu_s": round(time.process_time() - c0, 3), **m}
             _log(log_path, rec)
             if bar is not None:
                 bar.set_postfix(loss_bpt=f"{rec['loss_bpt']:.3f}",
@@ -313,15 +336,19 @@ def _train_loop(v: dict, start: int, end: int) -> tuple[int, bool]:
             bar.update(1)
         is_eval = cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps)
         is_save = (cfg.save_every and done % cfg.save_every == 0) or done == end
-        if is_eval and rank == 0:
+        if is_eval and (rank == 0 or fsdp):  # a sharded forward needs every rank
             last_val = _validate(model, ema, process, dataset, cfg, device, autocast)
-            _log(log_path, {"step": done, "val_nelbo_bpt": last_val,
-                            "elapsed_s": round(time.time() - t0, 3)})
+            if rank == 0:
+                _log(log_path, {"step": done, "val_nelbo_bpt": last_val,
+                                "elapsed_s": round(time.time() - t0, 3)})
             v["last_val"] = last_val
         stopping = done < end and v["stop"].requested(world, device)
-        if is_save or stopping:
-            _save(v["ck_dir"], model, opt, ema, v["data_gen"], noise_gen, v["config"], done,
-                  rank, world)
+        if (is_save or stopping) and fsdp:
+            dck.save_teacher(v["ck_dir"], model, opt, ema, data_gen, noise_gen, v["config"], done,
+                             rank, world, cfg.rng)
+        elif is_save or stopping:
+            _save(v["ck_dir"], model, opt, ema, data_gen, noise_gen, v["config"], done, rank,
+                  world)
         if stopping:
             return done, True
     return end, False

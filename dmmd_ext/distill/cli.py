@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ..cli import (DATA_KEYS, Command, UsageError, _add_data_args, _add_resume_args,
                    _check_data_flags, _data_args, _interrupted_code, _load_data, _prepare_run_dir)
+from ..parallel import add_arguments as add_parallel_arguments
+from ..parallel import options as parallel_options
 from .trainer import TARGETS, WEIGHTS, DistillConfig
 
 _FUSED_HEAD = {"auto": "auto", "on": True, "off": False}
@@ -76,6 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(auto: when every network exposes hidden() and head)")
     g.add_argument("--no-progress", action="store_true")
     _add_resume_args(g)
+    add_parallel_arguments(p, offload_teacher=True)
 
 
 def config_from_args(a: argparse.Namespace) -> DistillConfig:
@@ -86,7 +89,8 @@ def config_from_args(a: argparse.Namespace) -> DistillConfig:
         tau=a.tau, top_p=a.top_p, delta=a.delta, weight=a.weight, max_weight=a.max_weight,
         d_noise=a.d_noise, process=a.process, eval_every=a.eval_every, save_every=a.save_every,
         log_every=a.log_every, seed=a.seed, device=a.device, bf16=not a.no_bf16,
-        fused_head=_FUSED_HEAD[a.fused_head], progress=not a.no_progress)
+        fused_head=_FUSED_HEAD[a.fused_head], progress=not a.no_progress,
+        **parallel_options(a))
 
 
 def load_distill_data(a: argparse.Namespace, teacher_cfg: dict):

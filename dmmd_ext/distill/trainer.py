@@ -54,7 +54,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import checkpoint as ckpt
+from .. import dist_checkpoint as dck
 from .. import ops
+from .. import parallel as par
 from ..ops.fused_head import has_fused_head, head_params
 from ..data.base import TokenDataset
 from ..processes import Process
@@ -100,8 +102,15 @@ class DistillConfig:
     # does not) or False
     fused_head: str | bool = "auto"
     progress: bool = True
+    parallel: str = "ddp"  # 'ddp' | 'fsdp': all three networks sharded (parallel.py)
+    grad_accum: int = 1  # micro-batches of batch_size per update (each network)
+    rng: str = "rank"  # random streams: 'rank' (seed + rank) | 'global' (world-size invariant)
+    fsdp_bf16: bool = False  # FSDP mixed precision: bf16 parameters, fp32 gradient reduction
+    offload_teacher: bool = False  # FSDP: keep the teacher's shards on the CPU (CUDA only)
 
     def __post_init__(self):
+        par.check_options(self.parallel, self.grad_accum, self.rng, self.fsdp_bf16,
+                          self.offload_teacher)
         if int(self.k) < 1:
             raise ValueError(f"k: expected a number of student steps >= 1, got {self.k}")
         for name in ("steps", "batch_size", "gen_updates", "aux_updates"):
@@ -304,13 +313,11 @@ def _lr_scale(step: int, cfg: DistillConfig) -> float:
 
 
 def _clip(model, max_norm: float) -> float:
-    if max_norm <= 0:
-        return 0.0
-    return float(nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    return par.clip_grad_norm(model, max_norm)
 
 
 def _iteration(st: _State, nets: dict, process: Process, batches, cfg: DistillConfig,
-               d_noise: int, device, autocast: bool) -> dict:
+               d_noise: int, device, autocast: bool, micro: int = 0) -> dict:
     """One generator or auxiliary iteration; returns the logged numbers."""
     gen = cfg.is_generator_iteration(st.step)
     x0 = next(batches)
@@ -346,12 +353,15 @@ def _iteration(st: _State, nets: dict, process: Process, batches, cfg: DistillCo
     else:
         loss = _plain_loss(st, nets, gen, p_logits, z_s, s, x, w, cfg, amp) / (B * L)
     opt, model = (st.opt_g, st.student) if gen else (st.opt_a, st.aux)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    gnorm = _clip(model, cfg.grad_clip)
-    opt.step()
-    if gen and st.ema is not None:
-        st.ema.update(st.student)
+    if micro == 0:
+        opt.zero_grad(set_to_none=True)
+    (loss / cfg.grad_accum).backward()
+    gnorm = 0.0
+    if micro == cfg.grad_accum - 1:  # the last micro-batch of the update
+        gnorm = _clip(model, cfg.grad_clip)
+        opt.step()
+        if gen and st.ema is not None:
+            st.ema.update(st.student)
     return {"kind": "gen" if gen else "aux", "loss": float(loss.detach()), "grad_norm": gnorm,
             "signal_frac": float(signal.mean())}
 
@@ -404,8 +414,16 @@ class _Hidden(nn.Module):
         return self.model.hidden(z, t, noise)
 
 
-def _use_fused_head(mode, nets: dict) -> bool:
-    """cfg.fused_head resolved for these networks ('auto': when all expose it)."""
+def _use_fused_head(mode, nets: dict, fsdp: bool = False) -> bool:
+    """cfg.fused_head resolved for these networks ('auto': when all expose it).
+    Not under FSDP: the fused losses read the heads' weights outside the
+    networks' forward, where FSDP keeps them sharded."""
+    if fsdp:
+        if mode is True:
+            raise ValueError("fused_head=True: not supported with parallel='fsdp' (the heads' "
+                             "weights stay sharded outside forward); use fused_head='auto' or "
+                             "False")
+        return False
     lacking = [name for name, m in nets.items() if not has_fused_head(m)]
     if mode is True and lacking:
         raise ValueError(f"fused_head=True: the {', '.join(lacking)} network(s) lack hidden(z, t, "
@@ -450,13 +468,22 @@ def _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_conf
     student = (student_factory or make_student)(teacher, d_noise).to(device).requires_grad_(True)
     aux = copy.deepcopy(teacher).requires_grad_(True)
     student.train(), aux.train()
+    fsdp = cfg.parallel == "fsdp"
+    if fsdp:  # before the optimizers: fully_shard replaces the parameters
+        par.shard(teacher, device, frozen=True, bf16=cfg.fsdp_bf16, offload=cfg.offload_teacher)
+        par.shard(student, device, bf16=cfg.fsdp_bf16)
+        par.shard(aux, device, bf16=cfg.fsdp_bf16)
     st = _State(student, aux, cfg, rank, device)
-    if resume and ckpt.has_checkpoint(ck_dir):
+    if resume and ckpt.has_checkpoint(ck_dir) and fsdp:
+        dck.restore_distill(ck_dir, st, rank, world, cfg.rng)
+    elif resume and ckpt.has_checkpoint(ck_dir):
+        dck.check_unsharded(ck_dir)
         st.restore(ck_dir, rank)
-    fused = _use_fused_head(cfg.fused_head, {"teacher": teacher, "student": student, "aux": aux})
+    fused = _use_fused_head(cfg.fused_head, {"teacher": teacher, "student": student, "aux": aux},
+                            fsdp)
     wrap = _Hidden if fused else (lambda m: m)
     nets = {"teacher": teacher, "student_ddp": wrap(student), "aux_ddp": wrap(aux), "fused": fused}
-    if world > 1:
+    if world > 1 and not fsdp:
         ids = [device.index] if device.type == "cuda" else None
         nets["student_ddp"] = nn.parallel.DistributedDataParallel(nets["student_ddp"],
                                                                   device_ids=ids)
@@ -482,33 +509,39 @@ def _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_conf
     window: dict[str, list[dict]] = {"gen": [], "aux": []}  # records since the last log line
     last_eval, t0 = None, time.time()
     interrupted = False
+    meter = par.Meter(device, world, cfg.batch_size * cfg.grad_accum * world * dataset.seq_len)
     while st.step < cfg.steps:
         scale = _lr_scale(st.step, cfg)
         for opt, base in ((st.opt_g, st.base_lr[0]), (st.opt_a, st.base_lr[1])):
             for grp in opt.param_groups:
                 grp["lr"] = base * scale
-        rec = _iteration(st, nets, process, batches, cfg, d_noise, device, autocast)
+        rec, perf = _accumulate(st, nets, process, batches, cfg, d_noise, device, autocast,
+                                rank, world, meter)
         st.step += 1
         kind = rec.pop("kind")
         window[kind].append(rec)
         run[kind] = rec["loss"] if run[kind] is None else 0.98 * run[kind] + 0.02 * rec["loss"]
         if rank == 0 and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
             _log(log_path, {"step": st.step, **_summarize(window), "lr_scale": scale,
-                            "elapsed_s": round(time.time() - t0, 3)})
+                            "elapsed_s": round(time.time() - t0, 3), **perf})
             window = {"gen": [], "aux": []}
         if bar is not None:
             bar.set_postfix({f"{k}_loss": f"{v:.4f}" for k, v in run.items() if v is not None})
             bar.update(1)
         done = st.step == cfg.steps
-        if evaluate is not None and rank == 0 and cfg.eval_every and (
-                st.step % cfg.eval_every == 0 or done):
+        if evaluate is not None and (rank == 0 or fsdp) and cfg.eval_every and (
+                st.step % cfg.eval_every == 0 or done):  # a sharded forward needs every rank
             last_eval = _evaluate(st, evaluate)
-            _log(log_path, {"step": st.step, "eval": last_eval,
-                            "elapsed_s": round(time.time() - t0, 3)})
+            if rank == 0:
+                _log(log_path, {"step": st.step, "eval": last_eval,
+                                "elapsed_s": round(time.time() - t0, 3)})
             if bar is not None:
                 bar.write(f"step {st.step}: {json.dumps(last_eval)}")
         stopping = not done and stop is not None and stop.requested(world, device)
-        if (cfg.save_every and st.step % cfg.save_every == 0) or done or stopping:
+        is_save = (cfg.save_every and st.step % cfg.save_every == 0) or done or stopping
+        if is_save and fsdp:
+            dck.save_distill(ck_dir, st, config, rank, world, cfg.rng)
+        elif is_save:
             st.save(ck_dir, config, rank, world)
         if stopping:
             interrupted = True
@@ -544,3 +577,25 @@ def _evaluate(st: _State, evaluate) -> dict:
     finally:
         st.student.load_state_dict(raw)
         st.student.train()
+
+
+def _accumulate(st: _State, nets: dict, process: Process, batches, cfg: DistillConfig,
+                d_noise: int, device, autocast: bool, rank: int, world: int, meter
+                ) -> tuple[dict, dict]:
+    """One update of one network from cfg.grad_accum micro-batches (gradients
+    synchronized on the last); returns (the iteration's record with the loss
+    averaged over the global batch, throughput and memory on log steps)."""
+    recs = []
+    for micro in range(cfg.grad_accum):
+        if cfg.rng == "global":
+            par.reseed(st.data_gen, st.noise_gen, cfg.seed,
+                       par.micro_index(st.step, micro, cfg.grad_accum, rank, world))
+        with par.grad_sync([nets["student_ddp"], nets["aux_ddp"]], micro == cfg.grad_accum - 1):
+            recs.append(_iteration(st, nets, process, batches, cfg, d_noise, device, autocast,
+                                   micro=micro))
+    done = st.step + 1
+    perf = meter.step(sum(r["loss"] for r in recs) / len(recs),
+                      done % cfg.log_every == 0 or done == cfg.steps)
+    rec = {k: sum(r[k] for r in recs) / len(recs) for k in recs[0] if k != "kind"}
+    rec.update(kind=recs[0]["kind"], loss=perf.pop("loss"), grad_norm=recs[-1]["grad_norm"])
+    return rec, perf
