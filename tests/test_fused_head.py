@@ -487,3 +487,19 @@ def test_second_backward_through_the_graph_is_refused():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_fused_head_is_off_under_fsdp():
+    # the heads' weights stay sharded outside forward under FSDP: 'auto' falls
+    # back to the plain losses, True is refused with the reason
+    from dmmd_ext.distill.trainer import _use_fused_head
+    from dmmd_ext.models.transformer import Transformer, TransformerConfig
+
+    def tiny():
+        return Transformer(TransformerConfig(vocab_in=6, vocab_out=5, max_len=4, d_model=8,
+                                             n_layers=1, n_heads=2))
+    nets = {"teacher": tiny(), "student": tiny(), "aux": tiny()}
+    assert _use_fused_head("auto", nets) is True
+    assert _use_fused_head("auto", nets, fsdp=True) is False
+    with pytest.raises(ValueError, match="fused_head=True: not supported with parallel='fsdp'"):
+        _use_fused_head(True, nets, fsdp=True)
