@@ -41,26 +41,21 @@ DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f16(const c10::Half* row, int64_t V, floa
   return keys_contig(row, V, lmax, inv_t, key);
 }
 
-// Max of a contiguous range, NaN ignored: 16 lanes in a vector type (GCC
-// keeps a scalar `m = l > m ? l : m` reduction scalar without fast-math).
+// Max of a contiguous range, NaN ignored, as an unsigned max of order keys
+// (ord_key_bits; NaN mapped to key 0, below every other key): GCC vectorizes
+// an integer max reduction, not a float one without fast-math. The sign of a
+// zero maximum is lost (keys fold -0 into +0), which changes no centred
+// logit's key, score or mass.
 template <typename T>
 static float max_contig(const T* row, int64_t n) {
-  typedef float vec __attribute__((vector_size(16 * sizeof(float))));
-  vec m;
-  for (int l = 0; l < 16; ++l) m[l] = -INFINITY;
-  int64_t v = 0;
-  for (; v + 16 <= n; v += 16) {
-    vec x;
-    for (int l = 0; l < 16; ++l) x[l] = static_cast<float>(row[v + l]);
-    m = x > m ? x : m;
+  uint32_t m = 0;
+  for (int64_t v = 0; v < n; ++v) {
+    const float l = static_cast<float>(row[v]);
+    const uint32_t k = ord_key_bits(f2u(l));
+    const uint32_t kk = l == l ? k : 0u;
+    m = kk > m ? kk : m;
   }
-  float r = -INFINITY;
-  for (int l = 0; l < 16; ++l) r = m[l] > r ? m[l] : r;
-  for (; v < n; ++v) {
-    const float x = static_cast<float>(row[v]);
-    r = x > r ? x : r;
-  }
-  return r;
+  return m == 0 ? -INFINITY : key_float(m);
 }
 
 DMMD_CPU_CLONES_AVX2 float range_max_f32(const float* row, int64_t n) { return max_contig(row, n); }
