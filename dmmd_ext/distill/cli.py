@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..cli import (DATA_KEYS, Command, UsageError, _add_data_args, _add_resume_args,
                    _check_data_flags, _data_args, _interrupted_code, _load_data, _prepare_run_dir)
+from ..logging_sinks import add_argument as add_log_to
 from ..parallel import add_arguments as add_parallel_arguments
 from ..parallel import options as parallel_options
 from .trainer import TARGETS, WEIGHTS, DistillConfig
@@ -77,6 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="losses from hidden states + output heads, never the [B, L, K] logits "
                         "(auto: when every network exposes hidden() and head)")
     g.add_argument("--no-progress", action="store_true")
+    add_log_to(g)
     _add_resume_args(g)
     add_parallel_arguments(p, offload_teacher=True)
 
@@ -89,7 +91,7 @@ def config_from_args(a: argparse.Namespace) -> DistillConfig:
         tau=a.tau, top_p=a.top_p, delta=a.delta, weight=a.weight, max_weight=a.max_weight,
         d_noise=a.d_noise, process=a.process, eval_every=a.eval_every, save_every=a.save_every,
         log_every=a.log_every, seed=a.seed, device=a.device, bf16=not a.no_bf16,
-        fused_head=_FUSED_HEAD[a.fused_head], progress=not a.no_progress,
+        fused_head=_FUSED_HEAD[a.fused_head], progress=not a.no_progress, log_to=a.log_to,
         **parallel_options(a))
 
 
@@ -137,7 +139,7 @@ def _settings(a: argparse.Namespace, ck: Path, tcfg: dict, cfg: DistillConfig,
     """What defines a distillation run (compared on resume; `steps` may change)."""
     return {"teacher": str(ck.resolve()), "teacher_step": tcfg.get("step"),
             "teacher_model": tcfg.get("model"), "data": data_args,
-            "distill": {k: v for k, v in cfg.to_dict().items() if k != "steps"}}
+            "distill": {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "log_to")}}
 
 
 def run(a: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ from .. import parallel as par
 from ..ops.fused_head import has_fused_head, head_params
 from ..data.base import TokenDataset
 from ..processes import Process
+from ..logging_sinks import check_log_to, open_sinks, require_sinks
 from ..training import EMA, StopOnInterrupt, _log, _resolve_device, _setup_distributed, dist_info
 
 __all__ = ["DistillConfig", "distill", "make_student", "check_setup", "time_weight"]
@@ -107,10 +108,12 @@ class DistillConfig:
     rng: str = "rank"  # random streams: 'rank' (seed + rank) | 'global' (world-size invariant)
     fsdp_bf16: bool = False  # FSDP mixed precision: bf16 parameters, fp32 gradient reduction
     offload_teacher: bool = False  # FSDP: keep the teacher's shards on the CPU (CUDA only)
+    log_to: str = "jsonl"  # log sinks, comma-separated: jsonl (always), tensorboard, wandb
 
     def __post_init__(self):
         par.check_options(self.parallel, self.grad_accum, self.rng, self.fsdp_bf16,
                           self.offload_teacher)
+        check_log_to(self.log_to)
         if int(self.k) < 1:
             raise ValueError(f"k: expected a number of student steps >= 1, got {self.k}")
         for name in ("steps", "batch_size", "gen_updates", "aux_updates"):
@@ -447,6 +450,7 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
     given, is called on rank 0 with the student (EMA weights loaded, eval mode)
     every cfg.eval_every iterations and at the end; its dict is logged.
     Returns a summary dict."""
+    require_sinks(cfg.log_to)  # before any work: a missing package stops every rank
     with StopOnInterrupt() as stop:  # Ctrl-C: finish the iteration, save, return
         return _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_config,
                         resume, student_factory, evaluate, stop)
@@ -510,42 +514,46 @@ def _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_conf
     last_eval, t0 = None, time.time()
     interrupted = False
     meter = par.Meter(device, world, cfg.batch_size * cfg.grad_accum * world * dataset.seq_len)
-    while st.step < cfg.steps:
-        scale = _lr_scale(st.step, cfg)
-        for opt, base in ((st.opt_g, st.base_lr[0]), (st.opt_a, st.base_lr[1])):
-            for grp in opt.param_groups:
-                grp["lr"] = base * scale
-        rec, perf = _accumulate(st, nets, process, batches, cfg, d_noise, device, autocast,
-                                rank, world, meter)
-        st.step += 1
-        kind = rec.pop("kind")
-        window[kind].append(rec)
-        run[kind] = rec["loss"] if run[kind] is None else 0.98 * run[kind] + 0.02 * rec["loss"]
-        if rank == 0 and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
-            _log(log_path, {"step": st.step, **_summarize(window), "lr_scale": scale,
-                            "elapsed_s": round(time.time() - t0, 3), **perf})
-            window = {"gen": [], "aux": []}
-        if bar is not None:
-            bar.set_postfix({f"{k}_loss": f"{v:.4f}" for k, v in run.items() if v is not None})
-            bar.update(1)
-        done = st.step == cfg.steps
-        if evaluate is not None and (rank == 0 or fsdp) and cfg.eval_every and (
-                st.step % cfg.eval_every == 0 or done):  # a sharded forward needs every rank
-            last_eval = _evaluate(st, evaluate)
-            if rank == 0:
-                _log(log_path, {"step": st.step, "eval": last_eval,
-                                "elapsed_s": round(time.time() - t0, 3)})
+    sinks = open_sinks(cfg.log_to, run_dir, rank, config, name=run_dir.name)
+    try:
+        while st.step < cfg.steps:
+            scale = _lr_scale(st.step, cfg)
+            for opt, base in ((st.opt_g, st.base_lr[0]), (st.opt_a, st.base_lr[1])):
+                for grp in opt.param_groups:
+                    grp["lr"] = base * scale
+            rec, perf = _accumulate(st, nets, process, batches, cfg, d_noise, device, autocast,
+                                    rank, world, meter)
+            st.step += 1
+            kind = rec.pop("kind")
+            window[kind].append(rec)
+            run[kind] = rec["loss"] if run[kind] is None else 0.98 * run[kind] + 0.02 * rec["loss"]
+            if rank == 0 and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
+                _log(log_path, {"step": st.step, **_summarize(window), "lr_scale": scale,
+                                "elapsed_s": round(time.time() - t0, 3), **perf}, sinks)
+                window = {"gen": [], "aux": []}
             if bar is not None:
-                bar.write(f"step {st.step}: {json.dumps(last_eval)}")
-        stopping = not done and stop is not None and stop.requested(world, device)
-        is_save = (cfg.save_every and st.step % cfg.save_every == 0) or done or stopping
-        if is_save and fsdp:
-            dck.save_distill(ck_dir, st, config, rank, world, cfg.rng)
-        elif is_save:
-            st.save(ck_dir, config, rank, world)
-        if stopping:
-            interrupted = True
-            break
+                bar.set_postfix({f"{k}_loss": f"{v:.4f}" for k, v in run.items() if v is not None})
+                bar.update(1)
+            done = st.step == cfg.steps
+            if evaluate is not None and (rank == 0 or fsdp) and cfg.eval_every and (
+                    st.step % cfg.eval_every == 0 or done):  # a sharded forward needs every rank
+                last_eval = _evaluate(st, evaluate)
+                if rank == 0:
+                    _log(log_path, {"step": st.step, "eval": last_eval,
+                                    "elapsed_s": round(time.time() - t0, 3)}, sinks)
+                if bar is not None:
+                    bar.write(f"step {st.step}: {json.dumps(last_eval)}")
+            stopping = not done and stop is not None and stop.requested(world, device)
+            is_save = (cfg.save_every and st.step % cfg.save_every == 0) or done or stopping
+            if is_save and fsdp:
+                dck.save_distill(ck_dir, st, config, rank, world, cfg.rng)
+            elif is_save:
+                st.save(ck_dir, config, rank, world)
+            if stopping:
+                interrupted = True
+                break
+    finally:
+        sinks.close()
     if bar is not None:
         bar.close()
     if world > 1:
