@@ -142,8 +142,26 @@ def _settings(a: argparse.Namespace, ck: Path, tcfg: dict, cfg: DistillConfig,
             "distill": {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "log_to")}}
 
 
+def load_teacher(ck: Path, cfg: DistillConfig):
+    """(teacher, process, its config, weights or None). Under --fsdp a built-in
+    Transformer teacher is built on the meta device and its weights are the
+    memory-mapped model.safetensors, from which every rank loads its own shards
+    (distill's teacher_weights); otherwise it is loaded on the CPU."""
+    import torch
+
+    from ..checkpoint import build_model, load_model, load_weights, read_config
+    from ..processes import make_process
+
+    tcfg = read_config(ck)
+    spec = tcfg.get("model") or {}
+    if cfg.parallel != "fsdp" or cfg.offload_teacher or spec.get("arch", "transformer") != "transformer":
+        return (*load_model(ck, "cpu"), None)
+    with torch.device("meta"):
+        teacher = build_model(spec)
+    return teacher.eval(), make_process(tcfg["process"]), tcfg, load_weights(ck)
+
+
 def run(a: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
     from .trainer import distill
 
     ck = _teacher_checkpoint(a.teacher)
@@ -151,7 +169,7 @@ def run(a: argparse.Namespace) -> int:
         raise UsageError(f"--teacher {a.teacher}: no checkpoint there (expected a run directory "
                          "with checkpoint/ or a checkpoint directory)")
     cfg = config_from_args(a)
-    teacher, process, tcfg = load_model(ck, "cpu")
+    teacher, process, tcfg, weights = load_teacher(ck, cfg)
     ds, data_args = load_distill_data(a, tcfg)
     if not _prepare_run_dir(a, _settings(a, ck, tcfg, cfg, data_args), cfg.steps,
                             "distillation run"):
@@ -163,7 +181,7 @@ def run(a: argparse.Namespace) -> int:
     res = distill(teacher, process, ds, cfg, a.run_dir, teacher_config=tcfg.get("model"),
                   extra_config={"data_args": data_args, "teacher": str(ck.resolve()),
                                 "teacher_step": tcfg.get("step")},
-                  resume=not a.no_resume, evaluate=evaluate)
+                  resume=not a.no_resume, evaluate=evaluate, teacher_weights=weights)
     print(json.dumps(res, indent=2, default=str))
     return _interrupted_code(res, a)
 
