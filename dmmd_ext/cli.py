@@ -171,6 +171,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     g.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .logging_sinks import add_argument as add_log_to
+    add_log_to(g)
     _add_resume_args(g)
     from .parallel import add_arguments as add_parallel_arguments
     add_parallel_arguments(p)
@@ -226,7 +228,8 @@ def _build_teacher(a: argparse.Namespace, proc, ds):
 
 def _train_settings(a: argparse.Namespace, spec: dict, proc, tcfg) -> dict:
     """What defines a teacher run (compared on resume; `steps` may change)."""
-    train = {k: v for k, v in tcfg.to_dict().items() if k != "steps"}
+    # steps may grow and log sinks change on resume (and older runs record no log_to)
+    train = {k: v for k, v in tcfg.to_dict().items() if k not in ("steps", "log_to")}
     return {"model": spec, "process": proc.to_dict(), "data": _data_args(a), "train": train}
 
 
@@ -248,7 +251,7 @@ def _run_train(a: argparse.Namespace) -> int:
                        eval_every=a.eval_every, eval_batches=a.eval_batches,
                        save_every=a.save_every, log_every=a.log_every, seed=a.seed,
                        device=a.device, bf16=not a.no_bf16, progress=not a.no_progress,
-                       **parallel_options(a))
+                       log_to=a.log_to, **parallel_options(a))
     settings = _train_settings(a, spec, proc, tcfg)
     if not _prepare_run_dir(a, settings, a.steps, "teacher run"):
         return 0

@@ -7,6 +7,12 @@ forward: the trainers run no-grad forwards of the student, the auxiliary and the
 teacher, after which no backward would reshard a root that kept its parameters
 gathered (and an optimizer built then would hold the gathered tensors).
 
+Meta-device initialization (load_full_state): a model built under
+torch.device("meta") is sharded without a broadcast, then every rank allocates
+its shards and copies its slices from a full state dict it reads itself (the
+memory-mapped safetensors checkpoint), so no rank holds the full model on its
+device and rank 0 sends nothing.
+
 Gradient accumulation: the trainers run `grad_accum` micro-batches per optimizer
 step, each loss divided by grad_accum, and gradients are synchronized only on the
 last micro-batch (DDP: require_backward_grad_sync, what no_sync() sets; FSDP:
@@ -35,6 +41,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 __all__ = ["PARALLEL", "RNG_MODES", "check_options", "block_list", "shard", "ddp", "is_fsdp",
+           "is_meta", "unsaved_buffers", "load_full_state",
            "grad_sync", "clip_grad_norm", "reseed", "micro_index", "Meter", "peak_memory_mb",
            "init_single_process_group", "add_arguments", "options"]
 
@@ -87,8 +94,9 @@ def block_list(model: nn.Module) -> nn.ModuleList:
 
 def _broadcast_from_rank0(model: nn.Module) -> None:
     """Rank 0's weights everywhere (what DDP does at construction): fully_shard
-    keeps each rank's own slice, so ranks that started apart would mix weights."""
-    if dist.get_world_size() == 1:
+    keeps each rank's own slice, so ranks that started apart would mix weights.
+    Not for a model on the meta device (no weights yet: load_full_state fills them)."""
+    if dist.get_world_size() == 1 or is_meta(model):
         return
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
@@ -124,6 +132,35 @@ def shard(model: nn.Module, device: torch.device, *, frozen: bool = False, bf16:
         fully_shard(blk, **kw)
     fully_shard(model, **kw)
     return model
+
+
+def is_meta(model: nn.Module) -> bool:
+    """Built on the meta device (shapes only, no storage)."""
+    return any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+
+
+def unsaved_buffers(model: nn.Module) -> list[str]:
+    """Names of the non-persistent buffers (not in state_dict: to_empty would leave
+    them uninitialized and load_full_state could not fill them)."""
+    return [f"{mod_name}.{b}" if mod_name else b for mod_name, mod in model.named_modules()
+            for b in getattr(mod, "_non_persistent_buffers_set", ())]
+
+
+def load_full_state(model: nn.Module, device: torch.device, full_sd: dict) -> None:
+    """A model built on the meta device and sharded (shard): allocate its shards on
+    device, then every rank copies its own slice out of full_sd, a full state dict
+    it holds itself (e.g. a memory-mapped safetensors file): no broadcast from rank
+    0, and no rank ever holds the full model on the device. strict: every key."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    unsaved = unsaved_buffers(model)
+    if unsaved:  # would stay garbage after to_empty
+        raise ValueError(f"meta-device loading: {type(model).__name__} has buffers that are not "
+                         f"in its state dict ({', '.join(unsaved)}); load it on the CPU instead")
+    model.to_empty(device=device)
+    # set_model_state_dict replaces the dict's values by the local shards: a copy each time
+    set_model_state_dict(model, dict(full_sd),
+                         options=StateDictOptions(full_state_dict=True, strict=True))
 
 
 def ddp(model: nn.Module, device: torch.device) -> nn.Module:

@@ -30,6 +30,7 @@ import torch.nn as nn
 from . import checkpoint as ckpt
 from . import dist_checkpoint as dck
 from . import parallel as par
+from .logging_sinks import check_log_to, open_sinks, require_sinks
 from .data.base import TokenDataset
 from .processes import Process
 
@@ -104,6 +105,10 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches of batch_size per optimizer step
     rng: str = "rank"  # random streams: 'rank' (seed + rank) | 'global' (world-size invariant)
     fsdp_bf16: bool = False  # FSDP mixed precision: bf16 parameters, fp32 gradient reduction
+    log_to: str = "jsonl"  # log sinks, comma-separated: jsonl (always), tensorboard, wandb
+
+    def __post_init__(self):
+        check_log_to(self.log_to)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -198,9 +203,12 @@ def _param_groups(model: nn.Module, weight_decay: float):
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _log(path: Path, record: dict) -> None:
+def _log(path: Path, record: dict, sinks=None) -> None:
+    """One record to log.jsonl and to the run's other sinks (logging_sinks.Sinks)."""
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+    if sinks is not None:
+        sinks.log(record)
 
 
 def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg: TrainConfig,
@@ -221,6 +229,7 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
 
         model_config = model_spec(model)
     par.check_options(cfg.parallel, cfg.grad_accum, cfg.rng, cfg.fsdp_bf16)
+    require_sinks(cfg.log_to)
     fsdp = cfg.parallel == "fsdp"
     device = _resolve_device(cfg.device)
     rank, world = _setup_distributed(device)
@@ -274,8 +283,12 @@ def train_teacher(model: nn.Module, process: Process, dataset: TokenDataset, cfg
                  cfg=cfg, device=device, autocast=autocast, batches=batches, noise_gen=noise_gen,
                  data_gen=data_gen, config=config, ck_dir=ck_dir, log_path=log_path, bar=bar,
                  rank=rank, world=world, L=L, t0=t0, c0=c0, meter=meter, fsdp=fsdp)
-    with StopOnInterrupt() as state["stop"]:
-        end, interrupted = _train_loop(state, start, end)
+    state["sinks"] = open_sinks(cfg.log_to, run_dir, rank, config, name=run_dir.name)
+    try:
+        with StopOnInterrupt() as state["stop"]:
+            end, interrupted = _train_loop(state, start, end)
+    finally:
+        state["sinks"].close()
     last_val = state["last_val"]
     if bar is not None:
         bar.close()
@@ -328,7 +341,7 @@ def _train_loop(v: dict, start: int, end: int) -> tuple[int, bool]:
             rec = {"step": done, "loss_bpt": m.pop("loss") / math.log(2), "lr": lr,
                    "grad_norm": float(gnorm), "elapsed_s": round(time.time() - t0, 3),
                    "cpu_s": round(time.process_time() - c0, 3), **m}
-            _log(log_path, rec)
+            _log(log_path, rec, v["sinks"])
             if bar is not None:
                 bar.set_postfix(loss_bpt=f"{rec['loss_bpt']:.3f}",
                                 val=f"{last_val:.3f}" if last_val is not None else "-")
@@ -340,7 +353,7 @@ def _train_loop(v: dict, start: int, end: int) -> tuple[int, bool]:
             last_val = _validate(model, ema, process, dataset, cfg, device, autocast)
             if rank == 0:
                 _log(log_path, {"step": done, "val_nelbo_bpt": last_val,
-                                "elapsed_s": round(time.time() - t0, 3)})
+                                "elapsed_s": round(time.time() - t0, 3)}, v["sinks"])
             v["last_val"] = last_val
         stopping = done < end and v["stop"].requested(world, device)
         if (is_save or stopping) and fsdp:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..cli import (DATA_KEYS, Command, UsageError, _add_data_args, _add_resume_args,
                    _check_data_flags, _data_args, _interrupted_code, _load_data, _prepare_run_dir)
+from ..logging_sinks import add_argument as add_log_to
 from ..parallel import add_arguments as add_parallel_arguments
 from ..parallel import options as parallel_options
 from .trainer import TARGETS, WEIGHTS, DistillConfig
@@ -77,6 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="losses from hidden states + output heads, never the [B, L, K] logits "
                         "(auto: when every network exposes hidden() and head)")
     g.add_argument("--no-progress", action="store_true")
+    add_log_to(g)
     _add_resume_args(g)
     add_parallel_arguments(p, offload_teacher=True)
 
@@ -89,7 +91,7 @@ def config_from_args(a: argparse.Namespace) -> DistillConfig:
         tau=a.tau, top_p=a.top_p, delta=a.delta, weight=a.weight, max_weight=a.max_weight,
         d_noise=a.d_noise, process=a.process, eval_every=a.eval_every, save_every=a.save_every,
         log_every=a.log_every, seed=a.seed, device=a.device, bf16=not a.no_bf16,
-        fused_head=_FUSED_HEAD[a.fused_head], progress=not a.no_progress,
+        fused_head=_FUSED_HEAD[a.fused_head], progress=not a.no_progress, log_to=a.log_to,
         **parallel_options(a))
 
 
@@ -137,11 +139,29 @@ def _settings(a: argparse.Namespace, ck: Path, tcfg: dict, cfg: DistillConfig,
     """What defines a distillation run (compared on resume; `steps` may change)."""
     return {"teacher": str(ck.resolve()), "teacher_step": tcfg.get("step"),
             "teacher_model": tcfg.get("model"), "data": data_args,
-            "distill": {k: v for k, v in cfg.to_dict().items() if k != "steps"}}
+            "distill": {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "log_to")}}
+
+
+def load_teacher(ck: Path, cfg: DistillConfig):
+    """(teacher, process, its config, weights or None). Under --fsdp a built-in
+    Transformer teacher is built on the meta device and its weights are the
+    memory-mapped model.safetensors, from which every rank loads its own shards
+    (distill's teacher_weights); otherwise it is loaded on the CPU."""
+    import torch
+
+    from ..checkpoint import build_model, load_model, load_weights, read_config
+    from ..processes import make_process
+
+    tcfg = read_config(ck)
+    spec = tcfg.get("model") or {}
+    if cfg.parallel != "fsdp" or cfg.offload_teacher or spec.get("arch", "transformer") != "transformer":
+        return (*load_model(ck, "cpu"), None)
+    with torch.device("meta"):
+        teacher = build_model(spec)
+    return teacher.eval(), make_process(tcfg["process"]), tcfg, load_weights(ck)
 
 
 def run(a: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
     from .trainer import distill
 
     ck = _teacher_checkpoint(a.teacher)
@@ -149,7 +169,7 @@ def run(a: argparse.Namespace) -> int:
         raise UsageError(f"--teacher {a.teacher}: no checkpoint there (expected a run directory "
                          "with checkpoint/ or a checkpoint directory)")
     cfg = config_from_args(a)
-    teacher, process, tcfg = load_model(ck, "cpu")
+    teacher, process, tcfg, weights = load_teacher(ck, cfg)
     ds, data_args = load_distill_data(a, tcfg)
     if not _prepare_run_dir(a, _settings(a, ck, tcfg, cfg, data_args), cfg.steps,
                             "distillation run"):
@@ -161,7 +181,7 @@ def run(a: argparse.Namespace) -> int:
     res = distill(teacher, process, ds, cfg, a.run_dir, teacher_config=tcfg.get("model"),
                   extra_config={"data_args": data_args, "teacher": str(ck.resolve()),
                                 "teacher_step": tcfg.get("step")},
-                  resume=not a.no_resume, evaluate=evaluate)
+                  resume=not a.no_resume, evaluate=evaluate, teacher_weights=weights)
     print(json.dumps(res, indent=2, default=str))
     return _interrupted_code(res, a)
 

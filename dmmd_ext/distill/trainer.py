@@ -60,6 +60,7 @@ from .. import parallel as par
 from ..ops.fused_head import has_fused_head, head_params
 from ..data.base import TokenDataset
 from ..processes import Process
+from ..logging_sinks import check_log_to, open_sinks, require_sinks
 from ..training import EMA, StopOnInterrupt, _log, _resolve_device, _setup_distributed, dist_info
 
 __all__ = ["DistillConfig", "distill", "make_student", "check_setup", "time_weight"]
@@ -107,10 +108,12 @@ class DistillConfig:
     rng: str = "rank"  # random streams: 'rank' (seed + rank) | 'global' (world-size invariant)
     fsdp_bf16: bool = False  # FSDP mixed precision: bf16 parameters, fp32 gradient reduction
     offload_teacher: bool = False  # FSDP: keep the teacher's shards on the CPU (CUDA only)
+    log_to: str = "jsonl"  # log sinks, comma-separated: jsonl (always), tensorboard, wandb
 
     def __post_init__(self):
         par.check_options(self.parallel, self.grad_accum, self.rng, self.fsdp_bf16,
                           self.offload_teacher)
+        check_log_to(self.log_to)
         if int(self.k) < 1:
             raise ValueError(f"k: expected a number of student steps >= 1, got {self.k}")
         for name in ("steps", "batch_size", "gen_updates", "aux_updates"):
@@ -436,7 +439,8 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
             run_dir: str | os.PathLike, teacher_config: dict | None = None,
             extra_config: dict | None = None, resume: bool = True,
             student_factory: Callable[[nn.Module, int], nn.Module] | None = None,
-            evaluate: Callable[[nn.Module, int], dict] | None = None) -> dict:
+            evaluate: Callable[[nn.Module, int], dict] | None = None,
+            teacher_weights: dict[str, torch.Tensor] | None = None) -> dict:
     """Distill teacher (a DenoiserModel nn.Module trained for process on dataset's
     vocabulary) into a cfg.k-step student; writes run_dir/checkpoint (the
     student, see the module docstring), run_dir/log.jsonl and run_config.json.
@@ -446,14 +450,46 @@ def distill(teacher: nn.Module, process: Process, dataset: TokenDataset, cfg: Di
     or {'arch': 'hf:DIR', ...}). evaluate, if
     given, is called on rank 0 with the student (EMA weights loaded, eval mode)
     every cfg.eval_every iterations and at the end; its dict is logged.
-    Returns a summary dict."""
+    teacher_weights: with a built-in Transformer teacher built on the meta device
+    and parallel='fsdp', its full state dict (e.g. the memory-mapped
+    model.safetensors): every rank loads its own shards of the three networks
+    from it (parallel.load_full_state), nothing is broadcast. Returns a summary dict."""
+    require_sinks(cfg.log_to)  # before any work: a missing package stops every rank
+    if par.is_meta(teacher):
+        _check_meta_teacher(teacher, cfg, teacher_weights, student_factory)
     with StopOnInterrupt() as stop:  # Ctrl-C: finish the iteration, save, return
         return _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_config,
-                        resume, student_factory, evaluate, stop)
+                        resume, student_factory, evaluate, stop, teacher_weights)
+
+
+def _check_meta_teacher(teacher, cfg: DistillConfig, weights, student_factory) -> None:
+    """What meta-device initialization supports: FSDP, the built-in Transformer and
+    make_student (whose only new weights, the noise input, start at zero)."""
+    from ..models.transformer import Transformer
+
+    why = ("needs parallel='fsdp' (--fsdp)" if cfg.parallel != "fsdp" else
+           "needs teacher_weights (its full state dict)" if weights is None else
+           "supports the built-in Transformer only" if not isinstance(teacher, Transformer) else
+           "supports the default student_factory only" if student_factory is not None else
+           "does not support offload_teacher (--offload-teacher)" if cfg.offload_teacher else "")
+    if why:
+        raise ValueError(f"teacher on the meta device: {why}; otherwise pass a teacher with "
+                         "its weights loaded")
+    keys, have = set(teacher.state_dict()), set(weights)
+    if keys != have:  # what load_state_dict(strict=True) would refuse
+        raise ValueError(f"teacher_weights: do not match the teacher (missing "
+                         f"{sorted(keys - have)[:5]}, unexpected {sorted(have - keys)[:5]})")
+
+
+def _full_weights(model: nn.Module, teacher_weights: dict) -> dict:
+    """model's starting state dict: the teacher's tensors, zeros for the keys the
+    teacher lacks (make_student's zero-initialized noise input)."""
+    return {k: teacher_weights[k] if k in teacher_weights else torch.zeros(v.shape, dtype=v.dtype)
+            for k, v in model.state_dict().items()}
 
 
 def _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_config, resume,
-             student_factory, evaluate, stop) -> dict:
+             student_factory, evaluate, stop, teacher_weights=None) -> dict:
     check_setup(teacher, process, dataset, cfg)
     device = _resolve_device(cfg.device)
     rank, world = _setup_distributed(device)
@@ -464,15 +500,23 @@ def _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_conf
         if not resume and (run_dir / "log.jsonl").is_file():  # starting over: a clean log
             (run_dir / "log.jsonl").unlink()
     d_noise = cfg.noise_width(process)
-    teacher = teacher.to(device).eval().requires_grad_(False)
-    student = (student_factory or make_student)(teacher, d_noise).to(device).requires_grad_(True)
+    meta = par.is_meta(teacher)  # weights come from teacher_weights after sharding
+    teacher = (teacher if meta else teacher.to(device)).eval().requires_grad_(False)
+    student = (student_factory or make_student)(teacher, d_noise)
+    student = (student if meta else student.to(device)).requires_grad_(True)
     aux = copy.deepcopy(teacher).requires_grad_(True)
     student.train(), aux.train()
     fsdp = cfg.parallel == "fsdp"
+    nets3 = (teacher, student, aux)
+    full = [_full_weights(m, teacher_weights) for m in nets3] if meta else None
     if fsdp:  # before the optimizers: fully_shard replaces the parameters
         par.shard(teacher, device, frozen=True, bf16=cfg.fsdp_bf16, offload=cfg.offload_teacher)
         par.shard(student, device, bf16=cfg.fsdp_bf16)
         par.shard(aux, device, bf16=cfg.fsdp_bf16)
+    if meta:
+        for m, sd in zip(nets3, full):
+            par.load_full_state(m, device, sd)
+    del full
     st = _State(student, aux, cfg, rank, device)
     if resume and ckpt.has_checkpoint(ck_dir) and fsdp:
         dck.restore_distill(ck_dir, st, rank, world, cfg.rng)
@@ -510,42 +554,46 @@ def _distill(teacher, process, dataset, cfg, run_dir, teacher_config, extra_conf
     last_eval, t0 = None, time.time()
     interrupted = False
     meter = par.Meter(device, world, cfg.batch_size * cfg.grad_accum * world * dataset.seq_len)
-    while st.step < cfg.steps:
-        scale = _lr_scale(st.step, cfg)
-        for opt, base in ((st.opt_g, st.base_lr[0]), (st.opt_a, st.base_lr[1])):
-            for grp in opt.param_groups:
-                grp["lr"] = base * scale
-        rec, perf = _accumulate(st, nets, process, batches, cfg, d_noise, device, autocast,
-                                rank, world, meter)
-        st.step += 1
-        kind = rec.pop("kind")
-        window[kind].append(rec)
-        run[kind] = rec["loss"] if run[kind] is None else 0.98 * run[kind] + 0.02 * rec["loss"]
-        if rank == 0 and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
-            _log(log_path, {"step": st.step, **_summarize(window), "lr_scale": scale,
-                            "elapsed_s": round(time.time() - t0, 3), **perf})
-            window = {"gen": [], "aux": []}
-        if bar is not None:
-            bar.set_postfix({f"{k}_loss": f"{v:.4f}" for k, v in run.items() if v is not None})
-            bar.update(1)
-        done = st.step == cfg.steps
-        if evaluate is not None and (rank == 0 or fsdp) and cfg.eval_every and (
-                st.step % cfg.eval_every == 0 or done):  # a sharded forward needs every rank
-            last_eval = _evaluate(st, evaluate)
-            if rank == 0:
-                _log(log_path, {"step": st.step, "eval": last_eval,
-                                "elapsed_s": round(time.time() - t0, 3)})
+    sinks = open_sinks(cfg.log_to, run_dir, rank, config, name=run_dir.name)
+    try:
+        while st.step < cfg.steps:
+            scale = _lr_scale(st.step, cfg)
+            for opt, base in ((st.opt_g, st.base_lr[0]), (st.opt_a, st.base_lr[1])):
+                for grp in opt.param_groups:
+                    grp["lr"] = base * scale
+            rec, perf = _accumulate(st, nets, process, batches, cfg, d_noise, device, autocast,
+                                    rank, world, meter)
+            st.step += 1
+            kind = rec.pop("kind")
+            window[kind].append(rec)
+            run[kind] = rec["loss"] if run[kind] is None else 0.98 * run[kind] + 0.02 * rec["loss"]
+            if rank == 0 and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
+                _log(log_path, {"step": st.step, **_summarize(window), "lr_scale": scale,
+                                "elapsed_s": round(time.time() - t0, 3), **perf}, sinks)
+                window = {"gen": [], "aux": []}
             if bar is not None:
-                bar.write(f"step {st.step}: {json.dumps(last_eval)}")
-        stopping = not done and stop is not None and stop.requested(world, device)
-        is_save = (cfg.save_every and st.step % cfg.save_every == 0) or done or stopping
-        if is_save and fsdp:
-            dck.save_distill(ck_dir, st, config, rank, world, cfg.rng)
-        elif is_save:
-            st.save(ck_dir, config, rank, world)
-        if stopping:
-            interrupted = True
-            break
+                bar.set_postfix({f"{k}_loss": f"{v:.4f}" for k, v in run.items() if v is not None})
+                bar.update(1)
+            done = st.step == cfg.steps
+            if evaluate is not None and (rank == 0 or fsdp) and cfg.eval_every and (
+                    st.step % cfg.eval_every == 0 or done):  # a sharded forward needs every rank
+                last_eval = _evaluate(st, evaluate)
+                if rank == 0:
+                    _log(log_path, {"step": st.step, "eval": last_eval,
+                                    "elapsed_s": round(time.time() - t0, 3)}, sinks)
+                if bar is not None:
+                    bar.write(f"step {st.step}: {json.dumps(last_eval)}")
+            stopping = not done and stop is not None and stop.requested(world, device)
+            is_save = (cfg.save_every and st.step % cfg.save_every == 0) or done or stopping
+            if is_save and fsdp:
+                dck.save_distill(ck_dir, st, config, rank, world, cfg.rng)
+            elif is_save:
+                st.save(ck_dir, config, rank, world)
+            if stopping:
+                interrupted = True
+                break
+    finally:
+        sinks.close()
     if bar is not None:
         bar.close()
     if world > 1:
