@@ -52,6 +52,14 @@ def save_checkpoint(path: str | os.PathLike, weights: dict[str, torch.Tensor], c
         torch.save(train_state, tmp / "train_state.pt")
     for rank, states in (rng_states or {}).items():
         torch.save(states, tmp / f"rng_rank{rank}.pt")
+    replace_dir(tmp, path)
+    return path
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Move the finished directory tmp to path, keeping the previous one as
+    path.old until the rename is done, so an interruption never leaves no
+    checkpoint."""
     old = path.with_name(path.name + ".old")
     if path.exists():
         if old.exists():
@@ -60,7 +68,6 @@ def save_checkpoint(path: str | os.PathLike, weights: dict[str, torch.Tensor], c
     tmp.rename(path)
     if old.exists():
         shutil.rmtree(old)
-    return path
 
 
 def has_checkpoint(path: str | os.PathLike) -> bool:

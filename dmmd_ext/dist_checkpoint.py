@@ -76,14 +76,7 @@ def _write(path, state: dict, weights: dict, config: dict, step: int, rng_mode: 
                    tmp / "train_state.pt")
     dist.barrier()
     if rank == 0:
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            path.rename(old)
-        tmp.rename(path)
-        if old.exists():
-            shutil.rmtree(old)
+        ckpt.replace_dir(tmp, path)
     dist.barrier()
 
 

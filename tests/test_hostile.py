@@ -23,7 +23,6 @@ def _n(device) -> int:
     """Draws per frequency check: 4000 (a 61/39 split is 14 standard errors off
     even split; a correlation of 0.5 is 30); a quarter through the emulator,
     which runs every CUDA thread as a fiber on the CPU."""
-    from dmmd_ext import ops as _ops  # noqa: F401
     from dmmd_ext.ops import _common
     return 1000 if _common.kernels() is not torch.ops.dmmd_ext else 4000
 

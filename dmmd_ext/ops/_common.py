@@ -90,13 +90,3 @@ def offset_arg(offset) -> int:
         raise ValueError(f"offset: expected an integer in [0, 2^61) (it counts calls: each "
                          f"offset owns its own random numbers), got {o}")
     return o
-
-
-OFFSET_CONTRACT = """Randomness: with an explicit `seed`, `offset` counts calls: the call with
-    (seed, offset) owns its own block of the Philox stream, disjoint from every
-    other offset's (and from torch's own Philox users), so offsets 0, 1, 2, ...
-    give independent draws: use a new offset for every call that must be
-    independent. The same (seed, offset) gives the same result on CPU and CUDA.
-    seed: an integer in [-2^63, 2^64); offset: an integer in [0, 2^61). Without
-    a seed, the generator (or the default one of the input's device) is used
-    and advanced."""
