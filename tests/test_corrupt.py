@@ -226,3 +226,24 @@ def test_cuda_generator_advances(kb):
     a = kb.call(ops.corrupt, x0, 0.5, "masked", 9, generator=g)
     b = kb.call(ops.corrupt, x0, 0.5, "masked", 9, generator=g)
     assert not torch.equal(a, b)
+
+
+def test_integer_move_limit_matches_the_double_compare(tmp_path):
+    """The CPU loops decide `uniform_from_bits(lo) < 1 - a` as an integer compare
+    (csrc/cpu/move_limit.h); a C++ check compares the two at the boundary for
+    about 1.2M thresholds (exact draws' values, their neighbours, tiny rates, 0, 1,
+    +-inf, NaN)."""
+    import shutil
+    from pathlib import Path
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler on PATH to build tests/cpp/move_limit_check.cpp")
+    root = Path(__file__).resolve().parents[1]
+    exe = tmp_path / "move_limit_check"
+    subprocess.run([cxx, "-std=c++17", "-O2", "-ffp-contract=off", f"-I{root / 'csrc/include'}",
+                    f"-I{root / 'csrc/cpu'}", str(root / "tests/cpp/move_limit_check.cpp"),
+                    "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True)
+    bad, checked = map(int, out.stdout.split())
+    assert checked > 1_000_000
+    assert bad == 0 and out.returncode == 0

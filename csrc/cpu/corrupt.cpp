@@ -17,10 +17,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "dmmd/corrupt.h"
 #include "clones.h"
 #include "dmmd/corrupt_host.h"
+#include "move_limit.h"
 #include "philox_simd.h"
 #include "rng_cpu.h"
 
@@ -62,17 +64,31 @@ struct CorruptJob {
   PhiloxArgs rng;
 };
 
+// moves_below(1 - a) for a run of equal rates without recomputing it.
+class MoveLimit {
+ public:
+  int64_t of(double rate) {
+    if (!(rate == rate_)) rate_ = rate, limit_ = moves_below(1.0 - rate);
+    return limit_;
+  }
+
+ private:
+  double rate_ = std::numeric_limits<double>::quiet_NaN();
+  int64_t limit_ = 0;
+};
+
 // Masked-process decisions of n tokens, branch-free so that they vectorize: a
 // token's branch on its random draw mispredicts about half the time at
-// a_t = 0.5. thr = 1 - a_t (corrupt_moves, as in corrupt_from_bits).
+// a_t = 0.5. lim = moves_below(1 - a_t).
 template <typename index_t>
-DMMD_CPU_CLONES void decide_masked(const index_t* x, const uint64_t* lo, const double* thr,
+DMMD_CPU_CLONES void decide_masked(const index_t* x, const uint64_t* lo, const int64_t* lim,
                                    const bool* keep, int n, index_t mask_id, index_t* out) {
   if (keep) {
     for (int l = 0; l < n; ++l)
-      out[l] = corrupt_moves(lo[l], thr[l]) & !keep[l] ? mask_id : x[l];
+      out[l] = (static_cast<int64_t>(lo[l] >> 11) < lim[l]) & !keep[l] ? mask_id : x[l];
   } else {
-    for (int l = 0; l < n; ++l) out[l] = corrupt_moves(lo[l], thr[l]) ? mask_id : x[l];
+    for (int l = 0; l < n; ++l)
+      out[l] = static_cast<int64_t>(lo[l] >> 11) < lim[l] ? mask_id : x[l];
   }
 }
 
@@ -81,10 +97,10 @@ DMMD_CPU_CLONES void decide_masked(const index_t* x, const uint64_t* lo, const d
 // of the wide multiply is slower).
 template <typename index_t>
 __attribute__((optimize("no-tree-vectorize"))) void decide_uniform(
-    const index_t* x, const uint64_t* lo, const uint64_t* hi, const double* thr,
-    const bool* keep, int n, uint64_t K, index_t* out) {
+    const index_t* x, const uint64_t* lo, const uint64_t* hi,
+    const int64_t* lim, const bool* keep, int n, uint64_t K, index_t* out) {
   for (int l = 0; l < n; ++l) {
-    const bool move = corrupt_moves(lo[l], thr[l]) & !(keep && keep[l]);
+    const bool move = (static_cast<int64_t>(lo[l] >> 11) < lim[l]) & !(keep && keep[l]);
     const index_t z = static_cast<index_t>(uniform_int_from_bits(hi[l], K));
     // a mask select: GCC turns `move ? z : x` back into a branch here
     const index_t m = -static_cast<index_t>(move);
@@ -96,17 +112,18 @@ template <typename index_t>
 void corrupt_range(const CorruptJob& j, const index_t* xp, index_t* op, int64_t b, int64_t e) {
   const cpu::PhiloxBlockFn draw = cpu::philox_block_fn();
   alignas(64) uint64_t lo[cpu::kPhiloxBlock], hi[cpu::kPhiloxBlock];
-  alignas(64) double thr[cpu::kPhiloxBlock];
+  alignas(64) int64_t lim[cpu::kPhiloxBlock];
   RateCursor rate(j.rates, j.alpha, b);
+  MoveLimit limit;
   for (int64_t s = b; s < e; s += cpu::kPhiloxBlock) {
     const int n = static_cast<int>(std::min<int64_t>(cpu::kPhiloxBlock, e - s));
     draw(j.rng.seed, j.rng.offset, kStreamCorruptDecision, static_cast<uint64_t>(s), lo, hi);
-    for (int l = 0; l < n; ++l) thr[l] = 1.0 - rate.next();
+    for (int l = 0; l < n; ++l) lim[l] = limit.of(rate.next());
     const bool* keep = j.keep ? j.keep + s : nullptr;
     if (j.process == kMasked)
-      decide_masked(xp + s, lo, thr, keep, n, static_cast<index_t>(j.mask_id), op + s);
+      decide_masked(xp + s, lo, lim, keep, n, static_cast<index_t>(j.mask_id), op + s);
     else
-      decide_uniform(xp + s, lo, hi, thr, keep, n, static_cast<uint64_t>(j.vocab_size), op + s);
+      decide_uniform(xp + s, lo, hi, lim, keep, n, static_cast<uint64_t>(j.vocab_size), op + s);
   }
 }
 

@@ -79,7 +79,7 @@ inline bool needs_select(const SampleParams& p, int64_t V) {
 // ord_key (sample.h) written branch-free so that the key loop vectorizes.
 constexpr uint32_t kKeyNegInf = 0x007fffffu;  // ord_key(-inf)
 constexpr uint32_t kKeyPosInf = 0xff800000u;  // ord_key(+inf)
-inline uint32_t ord_key_bits(uint32_t u) {
+__attribute__((always_inline)) inline uint32_t ord_key_bits(uint32_t u) {
   u = (u == 0x80000000u) ? 0u : u;  // -0.0 -> +0.0, as ord_key does
   return u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
 }
@@ -95,7 +95,7 @@ struct KeyStats {
 // to float32 is the float32 difference bit for bit (sample.h), so the loop
 // stays in float32, twice the lanes.
 template <bool kMul>
-inline float centred_finite(float l, float lmax, double inv_t) {
+__attribute__((always_inline)) inline float centred_finite(float l, float lmax, double inv_t) {
   if (!kMul) return l - lmax;
   return static_cast<float>((static_cast<double>(l) - static_cast<double>(lmax)) * inv_t);
 }
@@ -103,7 +103,8 @@ inline float centred_finite(float l, float lmax, double inv_t) {
 // key[v] = ord_key(centred_logit(l_v, lmax, 1 / T)) for every class; counts
 // finite and +inf keys. lmax finite; kMul as in centred_finite.
 template <bool kMul, typename Load>
-inline KeyStats row_keys_loop(Load load, int64_t V, float lmax, double inv_t, uint32_t* key) {
+__attribute__((always_inline)) inline KeyStats row_keys_loop(Load load, int64_t V, float lmax,
+                                                             double inv_t, uint32_t* key) {
   KeyStats st;
   constexpr int64_t kChunk = int64_t{1} << 30;  // 32-bit counters cannot wrap
   for (int64_t c0 = 0; c0 < V; c0 += kChunk) {

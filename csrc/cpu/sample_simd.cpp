@@ -19,8 +19,11 @@
 
 namespace dmmd {
 
+// always_inline: a helper the clones call is compiled once, for the baseline
+// ISA (the AVX2 clones of row_keys_* were calls into SSE2 code).
 template <typename T>
-static KeyStats keys_contig(const T* row, int64_t V, float lmax, double inv_t, uint32_t* key) {
+__attribute__((always_inline)) inline KeyStats keys_contig(const T* row, int64_t V, float lmax,
+                                                          double inv_t, uint32_t* key) {
   const auto load = [=](int64_t v) { return static_cast<float>(row[v]); };
   return inv_t == 1.0 ? row_keys_loop<false>(load, V, lmax, inv_t, key)
                       : row_keys_loop<true>(load, V, lmax, inv_t, key);
@@ -47,13 +50,13 @@ DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f16(const c10::Half* row, int64_t V, floa
 // zero maximum is lost (keys fold -0 into +0), which changes no centred
 // logit's key, score or mass.
 template <typename T>
-static float max_contig(const T* row, int64_t n) {
+__attribute__((always_inline)) inline float max_contig(const T* row, int64_t n) {
   uint32_t m = 0;
   for (int64_t v = 0; v < n; ++v) {
-    const float l = static_cast<float>(row[v]);
-    const uint32_t k = ord_key_bits(f2u(l));
-    const uint32_t kk = l == l ? k : 0u;
-    m = kk > m ? kk : m;
+    const uint32_t u = f2u(static_cast<float>(row[v]));
+    // NaN tested on the bits: a float compare in an integer loop kept it scalar
+    const uint32_t k = (u & 0x7fffffffu) > 0x7f800000u ? 0u : ord_key_bits(u);
+    m = k > m ? k : m;
   }
   return m == 0 ? -INFINITY : key_float(m);
 }
