@@ -194,8 +194,8 @@ def ngram_metrics(samples: torch.Tensor, reference, orders=(2, 3), *, vocab_size
         raise ValueError("vocab_size: required when the reference is data tokens")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
         raise ValueError(f"n_boot: expected an integer >= 0, got {n_boot!r}")
-    if isinstance(orders, int):
-        orders = (orders,)
+    if not isinstance(orders, (tuple, list)):
+        orders = (orders,)  # one order; _check_order judges it
     samples = _check_tokens(samples, vocab_size, "samples")
     ref_tokens = None if exact else _check_tokens(reference, vocab_size, "reference")
     out = {}
