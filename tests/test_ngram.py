@@ -153,3 +153,24 @@ def test_bad_arguments_give_clear_errors(cycle):
         ngram_floor(x, 8, vocab_size=16)
     with pytest.raises(ValueError, match="floor_tokens: 8 rows"):
         ngram_floor(x, 9, floor_tokens=x, vocab_size=16)
+
+
+def test_suite_uses_exact_statistics_or_held_out_data(cycle):
+    from dmmd_ext.evaluation import EvalSuite
+
+    g = torch.Generator().manual_seed(9)
+    train, val = cycle.sample(512, g), cycle.sample(1024, g)
+    dup = val[:16].repeat(32, 1)
+    held = EvalSuite(train, val, vocab_size=16, half_batch=16)
+    exact = EvalSuite(train, val, true_model=cycle, half_batch=16)
+    assert held.ngram_reference == "held-out" and exact.ngram_reference == "exact"
+    for suite in (held, exact):
+        base, bad = suite.baseline(), suite.measure(dup)
+        for key in KEYS:
+            assert _worse(bad, base, key), (suite.ngram_reference, key)
+    # the held-out reference is half B, never the rows of the baseline (half A)
+    direct = ngram_metrics(held.heldout, held.gm_data, vocab_size=16)
+    assert held.baseline()["ngram_tv_3"]["mean"] == pytest.approx(direct["ngram_tv_3"]["mean"])
+    assert "reverse_ce_2" not in EvalSuite(train, val).measure(dup)  # no K, no true model: off
+    big = EvalSuite(train, val, vocab_size=3000, ngram_orders=(1, 2, 3))
+    assert big.ngram_orders_used() == (1, 2)  # 3000^3 entries would not fit
