@@ -41,14 +41,16 @@ import math
 
 import torch
 
-__all__ = ["exact_ngram_probs", "ngram_counts", "smoothed_log_conditional",
+__all__ = ["exact_ngram_probs", "has_exact_ngrams", "ngram_counts", "smoothed_log_conditional",
            "reverse_cross_entropy", "ngram_tv", "ngram_metrics", "ngram_floor", "MAX_ENTRIES"]
 
 MAX_ENTRIES = 2 ** 24  # dense tensors of K^n (times S) float64 entries: 128 MiB
 
 
-def _is_hmm(reference) -> bool:
-    return hasattr(reference, "log_probs") and hasattr(reference, "seq_len")
+def has_exact_ngrams(model) -> bool:
+    """Whether exact_ngram_probs can read the model: an HMM-like object with
+    log_probs() -> (init, trans, emit), n_states, vocab_size and seq_len."""
+    return all(hasattr(model, a) for a in ("log_probs", "n_states", "vocab_size", "seq_len"))
 
 
 def _check_order(n, length: int, vocab_size: int, max_entries: int, what: str,
@@ -71,10 +73,12 @@ def _check_tokens(tokens, vocab_size: int, name: str) -> torch.Tensor:
     if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
         raise ValueError(f"{name}: expected integer tokens, got dtype {tokens.dtype}")
     if tokens.shape[0] < 1 or tokens.shape[1] < 1:
-        raise ValueError(f"{name}: empty (shape {tuple(tokens.shape)}); need >= 1 row of >= 1 token")
+        raise ValueError(f"{name}: empty (shape {tuple(tokens.shape)}); need >= 1 row of "
+                         ">= 1 token")
     lo, hi = int(tokens.min()), int(tokens.max())
     if lo < 0 or hi >= vocab_size:
-        raise ValueError(f"{name}: tokens must lie in [0, {vocab_size}), got values in [{lo}, {hi}]")
+        raise ValueError(f"{name}: tokens must lie in [0, {vocab_size}), got values in "
+                         f"[{lo}, {hi}]")
     return tokens.long().cpu()
 
 
@@ -184,7 +188,7 @@ def ngram_metrics(samples: torch.Tensor, reference, orders=(2, 3), *, vocab_size
     reference: the true HMM (exact statistics; vocab_size is its K) or held-out data
     tokens [rows', L'] (empirical statistics; vocab_size required). Returns
     {"reverse_ce_<n>": {mean, stderr, n, n_boot, unit}, "ngram_tv_<n>": {...}}."""
-    exact = _is_hmm(reference)
+    exact = has_exact_ngrams(reference)
     if exact:
         if vocab_size is not None and vocab_size != reference.vocab_size:
             raise ValueError(f"vocab_size: {vocab_size} disagrees with the HMM's K="
@@ -217,14 +221,14 @@ def ngram_metrics(samples: torch.Tensor, reference, orders=(2, 3), *, vocab_size
     return out
 
 
-def ngram_floor(reference, n_samples: int, orders=(2, 3), *, floor_tokens: torch.Tensor | None = None,
-                vocab_size: int | None = None, seed: int = 0, **kw) -> dict:
+def ngram_floor(reference, n_samples: int, orders=(2, 3), *,
+                floor_tokens: torch.Tensor | None = None, vocab_size: int | None = None, seed: int = 0, **kw) -> dict:
     """ngram_metrics of a data sample of n_samples rows: drawn from the true HMM
     (seeded) when reference is one, else the first n_samples rows of floor_tokens, a
     second held-out sample disjoint from the reference rows."""
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples: expected an integer >= 1, got {n_samples!r}")
-    if _is_hmm(reference):
+    if has_exact_ngrams(reference):
         data = reference.sample(n_samples, torch.Generator().manual_seed(seed))
     else:
         if floor_tokens is None:

@@ -30,7 +30,7 @@ import torch
 from .exact import true_gradient_moment, true_nll
 from .frechet import classifier_features, frechet_distance, gaussian_fit
 from .gradient_moment import gradient_moment
-from .ngram import MAX_ENTRIES, ngram_metrics
+from .ngram import MAX_ENTRIES, has_exact_ngrams, ngram_metrics
 from .perplexity import per_sample_nll, summarize, unigram_entropy
 from .stats import estimate
 
@@ -51,7 +51,8 @@ class EvalSuite:
     # re-tokenize for a Hugging Face model); None: the reference reads them as they are
     encode: Callable[[torch.Tensor], torch.Tensor] | None = None
     split_seed: int = 0
-    vocab_size: int | None = None  # K for the held-out n-gram metrics (None: the true model's, or none)
+    # K for the held-out n-gram metrics (None: none, unless the true model gives exact ones)
+    vocab_size: int | None = None
     ngram_orders: tuple[int, ...] = (2, 3)
     ngram_smoothing: float = 1.0
     ngram_boot: int = 20
@@ -121,8 +122,9 @@ class EvalSuite:
 
     @property
     def ngram_reference(self) -> str | None:
-        """What the n-gram metrics compare with: 'exact', 'held-out' or None (off)."""
-        if self.true_model is not None:
+        """What the n-gram metrics compare with: 'exact' (an HMM true model),
+        'held-out' (half B; needs vocab_size) or None (off)."""
+        if self.true_model is not None and has_exact_ngrams(self.true_model):
             return "exact"
         return "held-out" if self.vocab_size else None
 
@@ -131,10 +133,12 @@ class EvalSuite:
         if self.ngram_reference is None:
             return ()
         K = self._ngram_vocab()
-        return tuple(n for n in self.ngram_orders if not isinstance(n, int) or K ** n <= MAX_ENTRIES)
+        # a bad order is kept so that ngram_metrics names it in its error
+        return tuple(n for n in self.ngram_orders
+                     if not isinstance(n, int) or K ** n <= MAX_ENTRIES)
 
     def _ngram_vocab(self) -> int:
-        return self.true_model.vocab_size if self.true_model is not None else self.vocab_size
+        return self.true_model.vocab_size if self.ngram_reference == "exact" else self.vocab_size
 
     def _ngram(self, samples: torch.Tensor, seed: int) -> dict:
         orders = self.ngram_orders_used()
