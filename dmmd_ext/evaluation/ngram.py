@@ -222,7 +222,8 @@ def ngram_metrics(samples: torch.Tensor, reference, orders=(2, 3), *, vocab_size
 
 
 def ngram_floor(reference, n_samples: int, orders=(2, 3), *,
-                floor_tokens: torch.Tensor | None = None, vocab_size: int | None = None, seed: int = 0, **kw) -> dict:
+                floor_tokens: torch.Tensor | None = None, vocab_size: int | None = None,
+                seed: int = 0, **kw) -> dict:
     """ngram_metrics of a data sample of n_samples rows: drawn from the true HMM
     (seeded) when reference is one, else the first n_samples rows of floor_tokens, a
     second held-out sample disjoint from the reference rows."""
