@@ -421,6 +421,10 @@ def run_eval(args) -> list[dict]:
     suite.encode = encode
     records = baseline_records(suite, args.seed)
     n_samples = args.n_samples or int(suite.heldout.shape[0])
+    if suite.ngram_orders_used() and n_samples != suite.heldout.shape[0]:
+        # the n-gram metrics' finite-sample bias depends on the row count
+        print(f"note: {n_samples} samples per row but {suite.heldout.shape[0]} held-out data rows: "
+              "the data rows are the n-gram metrics' floor only at equal sizes (omit --n-samples)")
     for i, (path, (model, process, cfg)) in enumerate(zip(args.checkpoints, loaded)):
         label = args.labels[i] if args.labels else _label(path)
         kind = cfg.get("kind") if cfg.get("kind") in ("teacher", "student") else (
