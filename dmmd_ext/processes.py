@@ -25,7 +25,7 @@ from . import ops
 from .schedules import Schedule, get_schedule
 
 __all__ = ["DenoiserModel", "Process", "MaskedProcess", "UniformProcess", "make_process",
-           "uniform_elbo_integrand"]
+           "soft_top_p_logits", "sampling_logits", "check_soft_top_p", "uniform_elbo_integrand"]
 
 
 @runtime_checkable
@@ -82,11 +82,14 @@ class Process:
     # ---- sampling ----------------------------------------------------------------------
     def step(self, z_t: torch.Tensor, logits: torch.Tensor, t, s, temperature: float = 1.0,
              top_p: float = 1.0, top_k: int = 0,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, soft_top_p: float = 1.0,
+             delta: float = 2.0) -> torch.Tensor:
         """One ancestral step: x ~ Cat(softmax(logits / temperature)) (top-k/top-p
-        truncated), z_s ~ q(z_s | z_t, x). t, s: floats or [B] tensors, s < t."""
+        truncated, or soft top-p: see soft_top_p_logits), z_s ~ q(z_s | z_t, x).
+        t, s: floats or [B] tensors, s < t."""
         a_t = self._rate(t, z_t)
         a_s = self._rate(s, z_t)
+        logits, temperature = sampling_logits(logits, temperature, top_p, top_k, soft_top_p, delta)
         z_s, _ = ops.posterior_step(z_t, logits, a_t, a_s, self.kind, self.mask_id,
                                     temperature=temperature, top_k=top_k, top_p=top_p,
                                     generator=generator)
@@ -102,12 +105,14 @@ class Process:
     def sample(self, model: DenoiserModel, n_steps: int, batch: int, length: int,
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                generator: torch.Generator | None = None,
-               device: torch.device | str | None = None) -> torch.Tensor:
+               device: torch.device | str | None = None, soft_top_p: float = 1.0,
+               delta: float = 2.0) -> torch.Tensor:
         """n-step ancestral sampling on the grid t_j = j / n_steps, from the prior
         at t = 1 to clean tokens at t = 0; one model evaluation per step. Returns
-        int64 [batch, length] tokens in [0, K)."""
+        int64 [batch, length] tokens in [0, K). soft_top_p/delta: as in step."""
         if n_steps < 1:
             raise ValueError(f"n_steps: expected >= 1, got {n_steps}")
+        check_soft_top_p(soft_top_p, delta, top_p, top_k)
         if device is None:
             device = generator.device if generator is not None else _model_device(model)
         z = self.prior(batch, length, generator=generator, device=device)
@@ -119,7 +124,8 @@ class Process:
                 noise = torch.randn(batch, length, d_noise, generator=generator, device=device)
             logits = model(z, t, noise)
             z = self.step(z, logits, j / n_steps, (j - 1) / n_steps, temperature=temperature,
-                          top_p=top_p, top_k=top_k, generator=generator)
+                          top_p=top_p, top_k=top_k, generator=generator, soft_top_p=soft_top_p,
+                          delta=delta)
         return z
 
     # ---- serialization -------------------------------------------------------------------
@@ -139,6 +145,47 @@ class Process:
             raise ValueError(f"z_t: expected shape {tuple(x0.shape)}, got {tuple(z_t.shape)}")
         if t.shape != (B,):
             raise ValueError(f"t: expected shape ({B},), got {tuple(t.shape)}")
+
+
+def check_soft_top_p(soft_top_p: float, delta: float, top_p: float = 1.0, top_k: int = 0) -> bool:
+    """Validate the soft top-p options; True when they change the draw."""
+    if not (isinstance(soft_top_p, (int, float)) and 0.0 < soft_top_p <= 1.0):
+        raise ValueError(f"soft_top_p: expected a number in (0, 1], got {soft_top_p!r}")
+    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0.0):
+        raise ValueError(f"delta: expected a finite number >= 0 (nats), got {delta!r}")
+    active = soft_top_p < 1.0 and delta > 0.0
+    if active and (top_p < 1.0 or top_k > 0):
+        # A hard cut of the softened distribution has no counterpart in the
+        # distillation targets: refuse rather than define a third sampler.
+        raise ValueError(f"soft_top_p={soft_top_p} cannot be combined with a hard top_p={top_p} "
+                         f"or top_k={top_k}; use one of them")
+    return active
+
+
+def soft_top_p_logits(logits: torch.Tensor, soft_top_p: float, delta: float = 2.0,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """float32 logits / temperature - delta * (1 - m), m the indicator of the
+    soft_top_p nucleus of softmax(logits / temperature): the smallest set of most
+    probable classes with mass >= soft_top_p, every class tied with the least
+    probable one inside. Sampling softmax of the result draws from the sharpened
+    teacher the students are distilled towards (reference.losses.
+    sharpened_teacher_log_probs, tau = temperature), here in float32."""
+    x = logits.float() / temperature
+    sorted_x, _ = x.sort(dim=-1, descending=True, stable=True)
+    cum = torch.softmax(sorted_x, dim=-1).cumsum(dim=-1)
+    k = (cum < soft_top_p).sum(dim=-1, keepdim=True).clamp(max=x.shape[-1] - 1)
+    inside = x >= sorted_x.gather(-1, k)  # ties with the threshold class are inside
+    return torch.where(inside, x, x - delta)
+
+
+def sampling_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
+                    soft_top_p: float, delta: float) -> tuple[torch.Tensor, float]:
+    """(logits, temperature) to hand to the kernels: unchanged when soft top-p is
+    off (so the draws are bitwise those of plain sampling), else the soft top-p
+    logits with the temperature already applied."""
+    if not check_soft_top_p(soft_top_p, delta, top_p, top_k):
+        return logits, temperature
+    return soft_top_p_logits(logits, soft_top_p, delta, temperature), 1.0
 
 
 def _model_device(model) -> torch.device:

@@ -93,6 +93,33 @@ def test_eval_command_end_to_end(tmp_path):
               "--data-arg", "preset=random", "--data-arg", "n_train=100", "--out", str(tmp_path / "x")])
 
 
+def test_eval_reports_ngram_metrics_and_like_with_like_teacher_rows(tmp_path):
+    ck = teacher_checkpoint(tmp_path / "teacher")
+    out = tmp_path / "eval"
+    records = main(["eval", str(ck), "--steps", "2", "--n-samples", "64", "--half-batch", "16",
+                    "--no-reference", "--no-plots", "--device", "cpu", "--out", str(out),
+                    "--teacher-soft-top-p", "0.8", "--teacher-delta", "3",
+                    "--teacher-temperature", "0.9", *DATA_ARGS])
+    labels = [r["label"] for r in records]
+    assert labels == ["data (held-out)", "data (train rows)", "teacher",
+                      "teacher (soft top-p 0.8, delta 3, tau 0.9)"]
+    for r in records:
+        assert {"reverse_ce_2", "reverse_ce_3", "ngram_tv_2", "ngram_tv_3"} <= set(r["metrics"])
+    meta = json.loads((out / "eval.json").read_text())["meta"]
+    assert meta["ngram_reference"] == "exact" and meta["ngram_orders"] == [2, 3]
+    assert meta["teacher_sampling"] == {"soft_top_p": 0.8, "delta": 3.0, "temperature": 0.9}
+    # a random-weight teacher is far from the data; the held-out row is the floor
+    data, teacher = records[0]["metrics"], records[2]["metrics"]
+    assert teacher["ngram_tv_2"]["mean"] > data["ngram_tv_2"]["mean"] + 4 * teacher["ngram_tv_2"]["stderr"]
+    assert "n-gram TV n=3" in (out / "eval.md").read_text()
+    with pytest.raises(ValueError, match="--teacher-soft-top-p"):
+        main(["eval", str(ck), "--steps", "2", "--no-reference", "--teacher-soft-top-p", "1.5",
+              *DATA_ARGS, "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="--teacher-temperature"):
+        main(["eval", str(ck), "--steps", "2", "--no-reference", "--teacher-temperature", "0",
+              *DATA_ARGS, "--out", str(tmp_path / "o")])
+
+
 def test_eval_needs_a_reference_choice(tmp_path):
     ck = teacher_checkpoint(tmp_path / "teacher")
     with pytest.raises(ValueError, match="--reference"):

@@ -3,8 +3,12 @@
 1. data: the HMM 'cycle' preset (8 states, K = 16, L = 64), exact likelihood;
 2. a tiny masked-diffusion teacher (core's train_teacher);
 3. D-MMD students with k = 4 and k = 8 steps (distill.distill);
-4. evaluation with exact metrics (demo.metrics): the teacher at 4, 8, 16, 64 and
-   256 steps, each student at its k, and the data itself;
+4. evaluation with exact metrics (demo.metrics: excess NLL, GM, unigram entropy,
+   reverse cross-entropy and n-gram TV at n = 2, 3): the teacher at 4, 8, 16, 64
+   and 256 steps, plain and (when the students' targets are sharpened) sampled
+   with the same soft top-p / temperature as their targets, so that a sharpened
+   student is also compared like with like; each student at its k; and the data
+   itself (an exact sample of the same size: the floor of the n-gram metrics);
 5. a table on stdout, results.json, results.md and results.png (metric vs steps:
    the teacher's curve, the students' points) under the run directory.
 
@@ -42,9 +46,13 @@ class DemoConfig:
     distill_batch: int = 64
     distill_lr: float = 1e-4
     distill_top_p: float = 0.9
+    distill_delta: float = 2.0
+    distill_tau: float = 1.0
     distill_weight: str = "constant"
     distill_ema: float = 0.99
     teacher_eval_steps: tuple[int, ...] = (4, 8, 16, 64, 256)
+    # also sample the teacher with the students' target sharpening (like with like)
+    sharpened_teacher_rows: bool = True
     n_eval: int = 2048
     gm_half_batch: int = 32
     device: str = "cpu"
@@ -91,7 +99,8 @@ def _student(cfg: DemoConfig, k: int, teacher, ds, proc, run: Path, data_args: d
     from ..distill import DistillConfig, distill
 
     dcfg = DistillConfig(k=k, steps=cfg.distill_steps, batch_size=cfg.distill_batch,
-                         lr=cfg.distill_lr, top_p=cfg.distill_top_p, weight=cfg.distill_weight,
+                         lr=cfg.distill_lr, top_p=cfg.distill_top_p, delta=cfg.distill_delta,
+                         tau=cfg.distill_tau, weight=cfg.distill_weight,
                          ema=cfg.distill_ema, save_every=250, seed=cfg.seed, device=cfg.device,
                          progress=cfg.progress, process="masked")
     distill(teacher, proc, ds, dcfg, run / f"student_k{k}",
@@ -99,38 +108,78 @@ def _student(cfg: DemoConfig, k: int, teacher, ds, proc, run: Path, data_args: d
     return load_model(run / f"student_k{k}" / "checkpoint", cfg.device)[0]
 
 
-def _evaluate(cfg: DemoConfig, name: str, model, steps: int, ds, proc, run: Path) -> dict:
-    """Metrics of n_eval samples (cached in run/eval/<name>_n<steps>.json)."""
+def _target_sampling(cfg: DemoConfig) -> dict | None:
+    """The students' target sharpening as sampler options (None when it is off)."""
+    if cfg.distill_top_p >= 1.0 and cfg.distill_tau == 1.0:
+        return None
+    return {"soft_top_p": cfg.distill_top_p, "delta": cfg.distill_delta,
+            "temperature": cfg.distill_tau}
+
+
+SHARPENED = "teacher_sharpened"  # model name of the teacher rows sampled like the targets
+
+
+def _evaluate(cfg: DemoConfig, name: str, model, steps: int, ds, proc, run: Path,
+              sampling: dict | None = None) -> dict:
+    """Metrics of n_eval samples (cached in run/eval/<name>_n<steps>.json; a cache
+    without the n-gram metrics, from an older version, is recomputed)."""
     from ..distill import sample_many
     from .metrics import hmm_metrics
 
     out = run / "eval" / f"{name}_n{steps}.json"
     if out.is_file():
-        return json.loads(out.read_text())
+        cached = json.loads(out.read_text())
+        if "reverse_ce_2" in cached and cached.get("sampling") == sampling:
+            return cached
     t0 = time.time()
     x = sample_many(model, proc, steps, cfg.n_eval, ds.seq_len, seed=cfg.seed + 17,
-                    device=cfg.device)
-    res = {"model": name, "steps": steps,
+                    device=cfg.device, **(sampling or {}))
+    res = {"model": name, "steps": steps, "sampling": sampling,
            **hmm_metrics(ds.hmm, x, ds.info["entropy_rate_bits"], cfg.gm_half_batch, cfg.seed)}
     res["sample_s"] = round(time.time() - t0, 2)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     _say(f"{name} @ {steps} steps: excess NLL {res['excess_nll_bits']:+.4f} bits, "
-         f"GM {res['gm']:.3g} +- {res['gm_se']:.2g}, unigram H {res['unigram_entropy']:.3f}")
+         f"GM {res['gm']:.3g} +- {res['gm_se']:.2g}, unigram H {res['unigram_entropy']:.3f}, "
+         f"reverse CE(3) {res['reverse_ce_3']:.4f}, TV(3) {res['ngram_tv_3']:.4f}")
     return res
 
 
+def _label(r: dict) -> str:
+    if r["model"] == SHARPENED and r.get("sampling"):
+        sp = r["sampling"]
+        return (f"teacher + target sharpening (soft top-p {sp['soft_top_p']:g}, "
+                f"delta {sp['delta']:g}, tau {sp['temperature']:g})")
+    return "data (floor)" if r["model"] == "data" else r["model"]
+
+
+def _pm(r: dict, key: str, fmt: str, se_fmt: str) -> str:
+    v, se = r.get(key), r.get(f"{key}_se")
+    if v is None:
+        return "-"
+    return format(v, fmt) + ("" if se is None else " +- " + format(se, se_fmt))
+
+
 def format_table(rows: list[dict], data_row: dict, entropy_bits: float) -> str:
-    head = ("| model | steps | excess NLL (bits/token) | GM (true model) | unigram entropy (nats) |\n"
-            "|---|---|---|---|---|")
+    head = ("| model | steps | excess NLL (bits/token) | GM (true model) | unigram entropy (nats) "
+            "| reverse CE n=2 (bits) | reverse CE n=3 (bits) | n-gram TV n=2 | n-gram TV n=3 |\n"
+            "|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows + [data_row]:
-        lines.append(f"| {r['model']} | {r['steps']} | {r['excess_nll_bits']:+.4f} +- "
+        lines.append(f"| {_label(r)} | {r['steps']} | {r['excess_nll_bits']:+.4f} +- "
                      f"{r['nll_se']:.4f} | {r['gm']:.3g} +- {r['gm_se']:.2g} | "
-                     f"{r['unigram_entropy']:.4f} +- {r['unigram_entropy_se']:.4f} |")
+                     f"{r['unigram_entropy']:.4f} +- {r['unigram_entropy_se']:.4f} | "
+                     + " | ".join(_pm(r, k, ".4f", ".4f") for k in
+                                  ("reverse_ce_2", "reverse_ce_3", "ngram_tv_2", "ngram_tv_3"))
+                     + " |")
     lines.append(f"\nentropy of the data: {entropy_bits:.4f} bits/token; excess NLL = exact NLL "
                  "of the samples minus it; GM: mean +- standard error over pairs; n = "
-                 f"{rows[0]['n'] if rows else 0} samples per row.")
+                 f"{rows[0]['n'] if rows else 0} samples per row. Reverse CE: exact cross-entropy "
+                 "of the true process under an n-gram model fitted to the samples (interpolated "
+                 "smoothing, beta = 1); n-gram TV: to the exact n-gram distribution; both +- a "
+                 "bootstrap standard error over rows, and both above 0 for any finite sample: "
+                 "compare with the data (floor) row, an exact data sample of the same size. "
+                 "Lower is better for GM, reverse CE and TV.")
     return "\n".join(lines)
 
 
@@ -142,20 +191,26 @@ def _plot(rows: list[dict], data_row: dict, path: Path) -> bool:
     except ImportError:
         _say("matplotlib is not installed: no plot (pip install matplotlib)")
         return False
-    teacher = sorted((r for r in rows if r["model"] == "teacher"), key=lambda r: r["steps"])
-    students = [r for r in rows if r["model"] != "teacher"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    curves = {m: sorted((r for r in rows if r["model"] == m), key=lambda r: r["steps"])
+              for m in ("teacher", SHARPENED)}
+    students = [r for r in rows if r["model"] not in curves]
+    fig, axes = plt.subplots(1, 5, figsize=(23, 4))
     panels = (("excess_nll_bits", "nll_se", "excess NLL (bits/token)"),
               ("gm", "gm_se", "gradient moment (true model)"),
-              ("unigram_entropy", "unigram_entropy_se", "per-sample unigram entropy (nats)"))
+              ("unigram_entropy", "unigram_entropy_se", "per-sample unigram entropy (nats)"),
+              ("reverse_ce_3", "reverse_ce_3_se", "reverse CE, n = 3 (bits/token)"),
+              ("ngram_tv_3", "ngram_tv_3_se", "3-gram total variation"))
     for ax, (key, se, label) in zip(axes, panels):
-        ax.errorbar([r["steps"] for r in teacher], [r[key] for r in teacher],
-                    yerr=[r[se] for r in teacher], marker="o", label="teacher", capsize=3)
+        for m, pts in curves.items():
+            if pts:
+                ax.errorbar([r["steps"] for r in pts], [r[key] for r in pts],
+                            yerr=[r[se] for r in pts], marker="o", capsize=3,
+                            label="teacher" if m == "teacher" else "teacher, sharpened")
         for r in students:
             ax.errorbar([r["steps"]], [r[key]], yerr=[r[se]], marker="*", markersize=14,
                         linestyle="none", capsize=3, label=f"{r['model']} (k={r['steps']})")
-        if key == "unigram_entropy":
-            ax.axhline(data_row[key], color="gray", linestyle="--", label="data")
+        if key in ("unigram_entropy", "reverse_ce_3", "ngram_tv_3"):
+            ax.axhline(data_row[key], color="gray", linestyle="--", label="data (floor)")
         else:
             ax.axhline(0.0, color="gray", linestyle="--", linewidth=0.8)
         ax.set_xscale("log", base=2)
@@ -193,6 +248,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         students[k] = _student(cfg, k, teacher, ds, proc, run, data_args)
     _say(f"evaluating with {cfg.n_eval} samples per row")
     rows = [_evaluate(cfg, "teacher", teacher, n, ds, proc, run) for n in cfg.teacher_eval_steps]
+    sharp = _target_sampling(cfg)
+    if sharp is not None and cfg.sharpened_teacher_rows:
+        rows += [_evaluate(cfg, SHARPENED, teacher, n, ds, proc, run, sharp)
+                 for n in cfg.teacher_eval_steps]
     rows += [_evaluate(cfg, f"student_k{k}", m, k, ds, proc, run) for k, m in students.items()]
     data_row = {"model": "data", "steps": "-",
                 **hmm_metrics(ds.hmm, ds.val[:cfg.n_eval], H, cfg.gm_half_batch, cfg.seed)}

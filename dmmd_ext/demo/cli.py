@@ -20,7 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-steps", type=int, default=None)
     p.add_argument("--distill-lr", type=float, default=None)
     p.add_argument("--distill-top-p", type=float, default=None)
+    p.add_argument("--distill-delta", type=float, default=None,
+                   help="soft top-p penalty of the targets in nats (default 2)")
+    p.add_argument("--distill-tau", type=float, default=None,
+                   help="teacher temperature of the targets (default 1)")
     p.add_argument("--distill-weight", default=None, choices=["constant", "elbo"])
+    p.add_argument("--no-sharpened-teacher", action="store_true",
+                   help="skip the teacher rows sampled with the targets' sharpening")
     p.add_argument("--ks", default=None, help="student steps, comma separated (default 4,8)")
     p.add_argument("--n-eval", type=int, default=None, help="samples per evaluated row")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
@@ -34,8 +40,10 @@ def config_from_args(a: argparse.Namespace):
 
     kw = {"run_dir": a.run_dir, "seed": a.seed, "device": a.device,
           "progress": not a.no_progress}
-    for name in ("teacher_steps", "distill_steps", "distill_lr", "distill_top_p",
-                 "distill_weight", "n_eval"):
+    if a.no_sharpened_teacher:
+        kw["sharpened_teacher_rows"] = False
+    for name in ("teacher_steps", "distill_steps", "distill_lr", "distill_top_p", "distill_delta",
+                 "distill_tau", "distill_weight", "n_eval"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     if a.ks:

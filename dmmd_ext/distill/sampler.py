@@ -18,6 +18,7 @@ import torch
 
 from .. import ops
 from ..checkpoint import load_model
+from ..processes import check_soft_top_p, sampling_logits
 
 __all__ = ["sample_many", "sample_masked_sparse", "load_student"]
 
@@ -28,6 +29,7 @@ def sample_many(model, process, n_steps: int, n: int, length: int, batch_size: i
                 **sampling) -> torch.Tensor:
     """n samples (int64 [n, length], on the CPU) from n_steps-step ancestral
     sampling, drawn batch_size at a time from one generator seeded with seed.
+    sampling: temperature, top_p, top_k, soft_top_p, delta (Process.sample).
     progress: a tqdm bar over chunks x steps (a string: its label)."""
     if n < 1:
         raise ValueError(f"n: expected >= 1 samples, got {n}")
@@ -66,14 +68,16 @@ def sample_many(model, process, n_steps: int, n: int, length: int, batch_size: i
 def sample_masked_sparse(model, process, n_steps: int, batch: int, length: int,
                          generator: torch.Generator | None = None, device="cpu",
                          temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                         on_step=None) -> torch.Tensor:
+                         on_step=None, soft_top_p: float = 1.0, delta: float = 2.0) -> torch.Tensor:
     """n_steps-step ancestral sampling of a masked-diffusion model that evaluates
     the model only on rows with a reveal (see the module docstring); on_step(1)
-    is called after every step when given."""
+    is called after every step when given. soft_top_p/delta: the sharpened draw of
+    processes.soft_top_p_logits (1 or 0: off)."""
     if process.kind != "masked":
         raise ValueError(f"process: sample_masked_sparse needs a masked process, got {process.kind}")
     if n_steps < 1:
         raise ValueError(f"n_steps: expected >= 1, got {n_steps}")
+    check_soft_top_p(soft_top_p, delta, top_p, top_k)
     z = process.prior(batch, length, device=device)
     d_noise = int(getattr(model, "d_noise", 0) or 0)
     for j in range(n_steps, 0, -1):
@@ -91,9 +95,9 @@ def sample_masked_sparse(model, process, n_steps: int, batch: int, length: int,
         noise = None
         if d_noise:
             noise = torch.randn(rows.numel(), length, d_noise, generator=generator, device=device)
-        logits = model(zr, t, noise)
-        x = ops.sample_categorical(logits.float(), temperature, top_k, top_p, mask=rr,
-                                   generator=generator)
+        logits, temp = sampling_logits(model(zr, t, noise).float(), temperature, top_p, top_k,
+                                       soft_top_p, delta)
+        x = ops.sample_categorical(logits, temp, top_k, top_p, mask=rr, generator=generator)
         z[rows] = torch.where(rr, x, zr)
     return z
 

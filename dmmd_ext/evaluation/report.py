@@ -37,6 +37,10 @@ METRICS = [
     ("nll", "NLL under the reference (bits/token)", None),
     ("true_nll", "true NLL (bits/token)", None),
     ("true_gradient_moment", "true gradient moment", True),
+    ("reverse_ce_2", "reverse CE n=2 (bits/token)", True),
+    ("reverse_ce_3", "reverse CE n=3 (bits/token)", True),
+    ("ngram_tv_2", "n-gram TV n=2", True),
+    ("ngram_tv_3", "n-gram TV n=3", True),
     ("frechet", "Frechet distance", True),
 ]
 
@@ -283,6 +287,15 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
                      "(text datasets; needs `transformers`; never downloads)")
     p.add_argument("--no-reference", action="store_true", help="skip perplexity and gradient moment")
     p.add_argument("--half-batch", type=int, default=32, help="gradient-moment half-batch size")
+    p.add_argument("--ngram-orders", type=int, nargs="+", default=[2, 3],
+                   help="orders n of the reverse cross-entropy and n-gram TV (default 2 3)")
+    p.add_argument("--teacher-soft-top-p", type=float, default=1.0,
+                   help="also sample every teacher with soft top-p P (the distillation targets' "
+                   "sharpening: logits outside the nucleus lowered by --teacher-delta), as extra "
+                   "rows beside the plain ones: compares a sharpened student like with like")
+    p.add_argument("--teacher-delta", type=float, default=2.0, help="soft top-p penalty (nats)")
+    p.add_argument("--teacher-temperature", type=float, default=1.0,
+                   help="temperature of those extra teacher rows (the targets' tau)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="output directory (default: <first checkpoint>/eval)")
@@ -298,16 +311,18 @@ def _label(path: str) -> str:
 
 
 def build_suite(dataset, reference=None, half_batch: int = 32, device: str = "cpu",
-                classifier_seed: int = 0) -> EvalSuite:
+                classifier_seed: int = 0, ngram_orders=(2, 3)) -> EvalSuite:
     """The suite for a dataset: its true model when it has one (hmm), a digits
-    classifier when it is digits."""
+    classifier when it is digits, n-gram metrics at ngram_orders (exact for hmm,
+    else against held-out data)."""
     classifier = None
     if getattr(dataset, "name", "").startswith("digits"):
         from .frechet import ClassifierConfig, digits_classifier
         classifier = digits_classifier(dataset, ClassifierConfig(seed=classifier_seed))
     return EvalSuite(dataset.train, dataset.val, reference=reference,
                      true_model=getattr(dataset, "hmm", None), classifier=classifier,
-                     half_batch=half_batch, device=device)
+                     half_batch=half_batch, device=device, vocab_size=dataset.vocab_size,
+                     ngram_orders=tuple(ngram_orders))
 
 
 def _reference_from(args, dataset, out: Path):
@@ -355,40 +370,77 @@ def _hf_reference(args, dataset):
     return reference, reference.encoder_for(dataset.decode, dataset.val)
 
 
+def _teacher_sampling(args) -> dict:
+    """Sampler options of the extra teacher rows ({} when none are asked for)."""
+    from ..processes import check_soft_top_p
+
+    p, d, tau = args.teacher_soft_top_p, args.teacher_delta, args.teacher_temperature
+    try:
+        soft = check_soft_top_p(p, d)
+    except ValueError as e:
+        raise ValueError(f"--teacher-soft-top-p/--teacher-delta: {e}") from None
+    if not (tau > 0 and math.isfinite(tau)):
+        raise ValueError(f"--teacher-temperature: expected a finite number > 0, got {tau}")
+    if not soft and tau == 1.0:
+        return {}
+    return {"soft_top_p": p, "delta": d, "temperature": tau} if soft else {"temperature": tau}
+
+
+def _describe(sampling: dict) -> str:
+    parts = [f"soft top-p {sampling['soft_top_p']:g}, delta {sampling['delta']:g}"] \
+        if "soft_top_p" in sampling else []
+    return ", ".join(parts + [f"tau {sampling['temperature']:g}"])
+
+
+def _sample_fn(args, dataset, model, process, label: str, sampling: dict):
+    def sample_fn(k, n, gen):
+        from ..distill.sampler import sample_many
+
+        seed = int(torch.randint(0, 2 ** 62, (), generator=gen, device=gen.device))
+        return sample_many(model, process, k, n, dataset.seq_len, batch_size=args.sample_batch,
+                           seed=seed, device=args.device,
+                           progress=False if args.no_progress else f"{label} n={k}", **sampling)
+    return sample_fn
+
+
 def run_eval(args) -> list[dict]:
     from ..checkpoint import load_model
 
     if args.labels and len(args.labels) != len(args.checkpoints):
         raise ValueError(f"--labels: expected {len(args.checkpoints)} labels (one per checkpoint), "
                          f"got {len(args.labels)}")
+    sharp = _teacher_sampling(args)  # refuse bad flags before any loading
     out = Path(args.out) if args.out else Path(args.checkpoints[0]) / "eval"
     loaded = [load_model(_checkpoint_dir(c), device=args.device) for c in args.checkpoints]
     dataset = _dataset_from(args, loaded[0][2])
     for path, (_, process, _) in zip(args.checkpoints, loaded):
         dataset.check_vocab(process.vocab_size, f"checkpoint {path}")
     reference, encode = _reference_from(args, dataset, out)
-    suite = build_suite(dataset, reference, args.half_batch, args.device, args.seed)
+    suite = build_suite(dataset, reference, args.half_batch, args.device, args.seed,
+                        ngram_orders=args.ngram_orders)
     suite.encode = encode
     records = baseline_records(suite, args.seed)
+    n_samples = args.n_samples or int(suite.heldout.shape[0])
+    if suite.ngram_orders_used() and n_samples != suite.heldout.shape[0]:
+        # the n-gram metrics' finite-sample bias depends on the row count
+        print(f"note: {n_samples} samples per row but {suite.heldout.shape[0]} held-out data rows: "
+              "the data rows are the n-gram metrics' floor only at equal sizes (omit --n-samples)")
     for i, (path, (model, process, cfg)) in enumerate(zip(args.checkpoints, loaded)):
         label = args.labels[i] if args.labels else _label(path)
         kind = cfg.get("kind") if cfg.get("kind") in ("teacher", "student") else (
             "student" if "student" in label.lower() else "teacher")
-
-        def sample_fn(k, n, gen, model=model, process=process, label=label):
-            from ..distill.sampler import sample_many
-
-            seed = int(torch.randint(0, 2 ** 62, (), generator=gen, device=gen.device))
-            return sample_many(model, process, k, n, dataset.seq_len, batch_size=args.sample_batch,
-                               seed=seed, device=args.device,
-                               progress=False if args.no_progress else f"{label} n={k}")
-
-        n_samples = args.n_samples or int(suite.heldout.shape[0])
-        records += evaluate_sampler(sample_fn, args.steps, suite, n_samples, label, kind, args.seed,
-                                    device=args.device)
+        variants = [(label, {})]
+        if kind == "teacher" and sharp:
+            variants.append((f"{label} ({_describe(sharp)})", sharp))
+        for name, sampling in variants:
+            fn = _sample_fn(args, dataset, model, process, name, sampling)
+            records += evaluate_sampler(fn, args.steps, suite, n_samples, name, kind, args.seed,
+                                        device=args.device)
     meta = {"checkpoints": args.checkpoints, "data": dataset.describe() if hasattr(dataset, "describe") else None,
             "reference": args.reference or args.hf_reference or
             ("trained here" if args.train_reference_steps else None), "half_batch": args.half_batch, "seed": args.seed,
+            "ngram_reference": suite.ngram_reference, "ngram_orders": list(suite.ngram_orders_used()),
+            "ngram_smoothing": suite.ngram_smoothing, "teacher_sampling": sharp or None,
             "device": str(args.device), "torch": torch.__version__}
     write_json(records, out / "eval.json", meta)
     write_markdown(records, out / "eval.md", notes=_NOTES)
@@ -402,6 +454,13 @@ _NOTES = """Gradient moment: mean ± standard error of the unbiased pair estimat
 estimates can be negative), L = mean per-token NLL of the reference. Perplexity
 is meaningful only beside the unigram entropy and the data row; true NLL
 (synthetic data) should equal the data row's value, lower means collapse.
+Reverse CE: the cross-entropy (bits/token) of the true process (HMM data: exact
+n-gram statistics) or of held-out data (half B of the validation split) under a
+smoothed n-gram model fitted to the samples; n-gram TV: total variation between
+the samples' n-gram distribution and the same reference. Lower is better, but
+neither reaches 0 at a finite sample size: the "data (held-out)" row, a data
+sample of the same size, is their floor. ± is a bootstrap standard error over rows
+(conservative). A sharper, narrower sampler cannot win them (docs/evaluation.md).
 """
 
 

@@ -12,7 +12,12 @@ Metrics (absent when their ingredient is absent):
 - reference model (ARReference / HFReference): gen_ppl, nll, gradient_moment;
 - always: unigram_entropy;
 - a true model (dataset.hmm): true_nll, true_gradient_moment (data term exact 0);
-- a digits classifier: frechet (to the training split; floor = A vs train).
+- a digits classifier: frechet (to the training split; floor = A vs train);
+- n-gram reverse cross-entropy and total variation (ngram.py) at ngram_orders:
+  against the exact statistics of the true model when there is one, else against
+  half B's empirical ones (orders whose K^n dense table is too large are left
+  out). The baseline row (half A, the same size as the default sample count) is
+  then their data floor.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch
 from .exact import true_gradient_moment, true_nll
 from .frechet import classifier_features, frechet_distance, gaussian_fit
 from .gradient_moment import gradient_moment
+from .ngram import MAX_ENTRIES, has_exact_ngrams, ngram_metrics
 from .perplexity import per_sample_nll, summarize, unigram_entropy
 from .stats import estimate
 
@@ -45,6 +51,11 @@ class EvalSuite:
     # re-tokenize for a Hugging Face model); None: the reference reads them as they are
     encode: Callable[[torch.Tensor], torch.Tensor] | None = None
     split_seed: int = 0
+    # K for the held-out n-gram metrics (None: none, unless the true model gives exact ones)
+    vocab_size: int | None = None
+    ngram_orders: tuple[int, ...] = (2, 3)
+    ngram_smoothing: float = 1.0
+    ngram_boot: int = 20
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -91,6 +102,7 @@ class EvalSuite:
             out["true_nll"] = estimate(true_nll(self.true_model, samples)).as_dict()
             out["true_gradient_moment"] = true_gradient_moment(
                 self.true_model, samples, None, half_batch=self.half_batch, generator=gen).as_dict()
+        out.update(self._ngram(samples, seed))
         if self.classifier is not None:
             out["frechet"] = frechet_distance(*gaussian_fit(classifier_features(self.classifier, samples)),
                                               *self._train_fit())
@@ -107,6 +119,35 @@ class EvalSuite:
         g = torch.Generator().manual_seed(seed)
         n = min(self.heldout.shape[0], self.train.shape[0])
         return self.train[torch.randperm(self.train.shape[0], generator=g)[:n]]
+
+    @property
+    def ngram_reference(self) -> str | None:
+        """What the n-gram metrics compare with: 'exact' (an HMM true model),
+        'held-out' (half B; needs vocab_size) or None (off)."""
+        if self.true_model is not None and has_exact_ngrams(self.true_model):
+            return "exact"
+        return "held-out" if self.vocab_size else None
+
+    def ngram_orders_used(self) -> tuple[int, ...]:
+        """ngram_orders without those whose dense K^n table would be too large."""
+        if self.ngram_reference is None:
+            return ()
+        K = self._ngram_vocab()
+        # a bad order is kept so that ngram_metrics names it in its error
+        return tuple(n for n in self.ngram_orders
+                     if not isinstance(n, int) or K ** n <= MAX_ENTRIES)
+
+    def _ngram_vocab(self) -> int:
+        return self.true_model.vocab_size if self.ngram_reference == "exact" else self.vocab_size
+
+    def _ngram(self, samples: torch.Tensor, seed: int) -> dict:
+        orders = self.ngram_orders_used()
+        if not orders:
+            return {}
+        ref = self.true_model if self.ngram_reference == "exact" else self.gm_data
+        K = self._ngram_vocab()
+        return ngram_metrics(samples, ref, orders, vocab_size=K, smoothing=self.ngram_smoothing,
+                             n_boot=self.ngram_boot, seed=seed)
 
     def _for_reference(self, rows: torch.Tensor) -> torch.Tensor:
         return rows if self.encode is None else self.encode(rows)
