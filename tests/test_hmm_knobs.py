@@ -174,3 +174,19 @@ def test_rebuild_without_a_spec_is_a_clear_error(tmp_path):
         rebuild_hmm({"data": {"name": "text"}})
     with pytest.raises(FileNotFoundError, match="no config.json"):
         rebuild_dataset(tmp_path)
+
+
+def test_demo_teacher_records_the_language_it_trained_on(tmp_path):
+    """The demo builds its data in Python; its checkpoint must still name that data."""
+    from dmmd_ext.demo import DemoConfig, _teacher
+    from dmmd_ext.processes import make_process
+
+    ds = hmm_dataset("random", n_train=32, n_val=8, seed=1, entropy_samples=64, hmm_seed=6,
+                     n_states=3, vocab_size=5, seq_len=6, peakiness=0.4)
+    cfg = DemoConfig(run_dir=str(tmp_path), teacher_steps=2, teacher_batch=4, progress=False)
+    _teacher(cfg, ds, make_process("masked", ds.vocab_size, "linear"), tmp_path)
+    saved = json.loads((tmp_path / "teacher" / "checkpoint" / "config.json").read_text())
+    assert saved["data_args"]["hmm_preset"] == "random" and saved["data_args"]["hmm_seed"] == 6
+    rebuilt = cli._load_data(argparse.Namespace(**saved["data_args"]))
+    assert _same(rebuilt.hmm, ds.hmm) and torch.equal(rebuilt.train, ds.train)
+    assert _same(rebuild_hmm(tmp_path / "teacher"), ds.hmm)
