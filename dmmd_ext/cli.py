@@ -362,7 +362,8 @@ def data_args_from_spec(spec: dict) -> dict:
     `dmmd distill` / `dmmd eval` rebuild the data it really used."""
     if spec.get("name") != "hmm":
         raise ValueError(f"spec: expected an hmm dataset spec, got name {spec.get('name')!r}")
-    flag_of = {arg: flag for flag, arg in HMM_KNOBS.items()}
+    # the spec's 'seed' draws the samples (--data-seed); the HMM's own seed is 'hmm_seed'
+    flag_of = {arg: flag for flag, arg in HMM_KNOBS.items() if arg != "seed"}
     flag_of["hmm_seed"] = "hmm_seed"
     known = {"name", "preset", "n_train", "n_val", "seed", "entropy_samples", *flag_of}
     extra = sorted(set(spec) - known)

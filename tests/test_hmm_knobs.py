@@ -162,6 +162,13 @@ def test_data_args_from_spec_round_trip():
     assert args["hmm_seed"] == 9 and args["hmm_states"] == 4 and args["data_seed"] == 3
     again = cli._load_data(argparse.Namespace(**args))
     assert _same(again.hmm, ds.hmm) and torch.equal(again.train, ds.train)
+    # the sampling seed is --data-seed, never the HMM's seed
+    for preset in ("cycle", "random"):
+        plain = hmm_dataset(preset, n_train=6, n_val=2, seed=3, entropy_samples=64, seq_len=3)
+        args = cli.data_args_from_spec(plain.info["spec"])
+        assert args["hmm_seed"] is None and args["data_seed"] == 3
+        cli._check_data_flags(argparse.Namespace(**args))
+        assert torch.equal(cli._load_data(argparse.Namespace(**args)).train, plain.train)
     odd = hmm_dataset("cycle", n_train=4, n_val=2, entropy_samples=64, p_next=0.5)
     with pytest.raises(ValueError, match=r"\['p_next'\] have no data flag"):
         cli.data_args_from_spec(odd.info["spec"])
