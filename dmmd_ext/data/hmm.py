@@ -20,6 +20,16 @@ tokens (0.45 each) or any token (0.1), K = 16, L = 64. Neighbouring tokens are
 strongly dependent while every single position is almost uniform, so few-step
 factorized sampling (independent draws per position) visibly hurts. 'random': a
 Dirichlet-drawn HMM from a seed. 'toy': 3 states, 4 tokens, L = 6 (tests).
+
+Knobs (make_hmm / hmm_dataset overrides / the CLI's --hmm-* flags): seed (the
+random kind's parameters), n_states, vocab_size, seq_len, and two structure
+strengths in [0, 1), applied to either kind after its matrices are built:
+- stickiness s: transitions A <- (1 - s) A + s I (each state keeps an extra s of
+  self-transition mass: s -> 1 gives long runs of one state);
+- peakiness p: emissions B[i] <- (1 - p) B[i] + p onehot(argmax_k B[i, k]) (each
+  state leans further on its own favourite token: p -> 1 makes a state's token
+  almost certain, so the tokens carry the state sequence's structure).
+Both default to 0, which leaves every preset bit-identical (x * 1 + 0 is exact).
 """
 
 from __future__ import annotations
@@ -152,11 +162,31 @@ def _stationary(a: torch.Tensor) -> torch.Tensor:
     return p / p.sum()
 
 
+def _check_knobs(kind, n_states, vocab_size, seq_len, stickiness, peakiness) -> None:
+    if kind not in ("cycle", "random"):
+        raise ValueError(f"kind: expected 'cycle' or 'random', got {kind!r}")
+    for name, v in (("n_states", n_states), ("vocab_size", vocab_size), ("seq_len", seq_len)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+    for name, v in (("stickiness", stickiness), ("peakiness", peakiness)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise ValueError(f"{name}: expected a number in [0, 1), got {v!r}")
+
+
+def _sharpen(a: torch.Tensor, b: torch.Tensor, stickiness: float, peakiness: float):
+    """Mix transitions with the identity and emissions with each state's argmax one-hot."""
+    a = (1.0 - stickiness) * a + stickiness * torch.eye(a.shape[0], dtype=a.dtype)
+    top = torch.zeros_like(b).scatter_(1, b.argmax(1, keepdim=True), 1.0)
+    return a, (1.0 - peakiness) * b + peakiness * top
+
+
 def make_hmm(kind: str = "cycle", n_states: int = 8, vocab_size: int = 16, seq_len: int = 64,
              seed: int = 0, p_next: float = 0.8, p_stay: float = 0.1,
-             p_emit_noise: float = 0.1) -> HMM:
+             p_emit_noise: float = 0.1, stickiness: float = 0.0, peakiness: float = 0.0) -> HMM:
     """Build an HMM: 'cycle' (structured, see the module docstring) or 'random'
-    (Dirichlet(0.3) transitions and emissions drawn with the seed)."""
+    (Dirichlet(0.3) transitions and emissions drawn with the seed), then apply
+    stickiness and peakiness (module docstring; 0 = unchanged)."""
+    _check_knobs(kind, n_states, vocab_size, seq_len, stickiness, peakiness)
     S, K = n_states, vocab_size
     if kind == "cycle":
         if K % S:
@@ -168,30 +198,47 @@ def make_hmm(kind: str = "cycle", n_states: int = 8, vocab_size: int = 16, seq_l
         b = torch.full((S, K), p_emit_noise / K, dtype=torch.float64)
         for s in range(S):
             b[s, s * per:(s + 1) * per] += (1.0 - p_emit_noise) / per
-    elif kind == "random":
+    else:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
         rng = np.random.default_rng(seed)
         a = torch.from_numpy(rng.dirichlet(np.full(S, 0.3), size=S)) + 1e-3
         b = torch.from_numpy(rng.dirichlet(np.full(K, 0.3), size=S)) + 1e-3
         a, b = a / a.sum(1, keepdim=True), b / b.sum(1, keepdim=True)
-    else:
-        raise ValueError(f"kind: expected 'cycle' or 'random', got {kind!r}")
+    a, b = _sharpen(a, b, stickiness, peakiness)
     return HMM(_stationary(a).log(), a.log(), b.log(), seq_len)
 
 
 def hmm_dataset(preset: str = "cycle", n_train: int = 50000, n_val: int = 2000, seed: int = 0,
-                entropy_samples: int = 20000, **overrides) -> TokenDataset:
+                entropy_samples: int = 20000, hmm_seed: int | None = None,
+                **overrides) -> TokenDataset:
     """A TokenDataset of exact HMM samples (fixed by seed); .hmm holds the true model
-    and .info['entropy_rate_bits'] its per-token entropy for the configured length."""
+    and .info['entropy_rate_bits'] its per-token entropy for the configured length.
+
+    seed draws the samples; hmm_seed (the random kind's parameter seed, default the
+    preset's) and overrides (any make_hmm argument: n_states, vocab_size, seq_len,
+    stickiness, peakiness, ...) change the language. info['hmm'] holds the full
+    make_hmm arguments (make_hmm(**info['hmm']) rebuilds the HMM) and info['spec']
+    this call's arguments (registry.rebuild_dataset rebuilds the dataset)."""
     if preset not in PRESETS:
         raise ValueError(f"hmm preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    if hmm_seed is not None:
+        if PRESETS[preset]["kind"] != "random":
+            raise ValueError(f"hmm_seed: preset {preset!r} is not random (its HMM has no seed)")
+        overrides["seed"] = hmm_seed
     cfg = {**PRESETS[preset], **overrides}
     hmm = make_hmm(**cfg)
     g = torch.Generator().manual_seed(seed)
     train, val = hmm.sample(n_train, g), hmm.sample(n_val, g)
     ent = hmm.entropy_rate(n_samples=entropy_samples)
+    spec = {"name": "hmm", "preset": preset, "n_train": n_train, "n_val": n_val, "seed": seed,
+            "entropy_samples": entropy_samples, **{k: v for k, v in overrides.items()
+                                                   if k != "seed"}}
+    if "seed" in overrides:
+        spec["hmm_seed"] = overrides["seed"]
     ds = TokenDataset(f"hmm-{preset}", train, val, hmm.vocab_size,
                       info={"hmm": cfg, "entropy_rate_bits": ent["bits"],
                             "entropy_rate_se_bits": ent["se_bits"],
-                            "entropy_method": ent["method"]})
+                            "entropy_method": ent["method"], "spec": spec})
     ds.hmm = hmm
     return ds

@@ -86,8 +86,10 @@ def _teacher(cfg: DemoConfig, ds, proc, run: Path):
                        warmup=min(100, cfg.teacher_steps // 10), ema=0.995,
                        eval_every=max(1, cfg.teacher_steps // 4), eval_batches=4,
                        save_every=500, seed=cfg.seed, device=cfg.device, progress=cfg.progress)
-    data_args = {"data": "hmm", "hmm_preset": cfg.hmm_preset, "n_train": cfg.n_train,
-                 "seq_len": None, "data_path": None, "data_seed": cfg.seed}
+    from ..cli import data_args_from_spec
+
+    # from the dataset itself, so the checkpoint names the language it really saw
+    data_args = data_args_from_spec(ds.info["spec"])
     train_teacher(model, proc, ds, tcfg, run / "teacher",
                   model_config={"arch": "transformer", **mcfg.to_dict()},
                   extra_config={"data_args": data_args})

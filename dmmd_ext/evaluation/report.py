@@ -204,6 +204,10 @@ def _dataset_from(args, cfg: dict | None = None):
         from ..cli import _load_data  # the mapping train-teacher used: one source of truth
 
         return _load_data(argparse.Namespace(**cfg["data_args"]))
+    if isinstance(cfg.get("data"), dict) and cfg["data"].get("spec"):
+        from ..data.registry import rebuild_dataset  # the builder's own recorded call
+
+        return rebuild_dataset(cfg)
     spec = cfg.get("data")
     described = spec.get("name") if isinstance(spec, dict) else spec
     if described in DATASETS:
