@@ -191,7 +191,38 @@ def machine(device: str) -> str:
                     break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"kernels: {cpu_isa()}")
+
+
+_V4 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+_V3 = {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe"}
+
+
+def cpu_isa(flags: set[str] | None = None, cap: str | None = None) -> str:
+    """The instruction-set path of dmmd_ext's CPU kernels on this machine, by the
+    rules the library applies: GCC's target_clones resolver picks the x86-64-v4
+    (AVX-512), v3 (AVX2) or baseline clone of the hot loops (csrc/cpu/clones.h),
+    and the Philox path is AVX-512, AVX2 or scalar, capped by DMMD_EXT_CPU_ISA
+    (csrc/cpu/philox_simd.h). flags: /proc/cpuinfo's (default: read them)."""
+    if flags is None:
+        flags = set()
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("flags"):
+                        flags = set(line.split(":", 1)[1].split())
+                        break
+        except OSError:
+            pass
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return f"{platform.machine()} (portable build, scalar Philox)"
+    clones = "AVX-512" if _V4 <= flags else "AVX2" if _V3 <= flags else "baseline x86-64"
+    cap = os.environ.get("DMMD_EXT_CPU_ISA", "") if cap is None else cap
+    philox = ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "scalar")
+    if cap == "scalar" or (cap == "avx2" and philox == "AVX-512"):
+        philox = "scalar" if cap == "scalar" else "AVX2"
+    return f"{clones} loops, {philox} Philox"
 
 
 def fmt_bytes(b) -> str:

@@ -141,7 +141,9 @@ def targets(impls, device) -> dict:
         out["mem_vs_matmul_fused"] = mem_ratio(f, b)
     if "median_s" in f and "median_s" in e:
         out["mem_vs_eager"] = mem_ratio(f, e)
-    misses = []
+    # a failed impl must not read as "met"
+    misses = [f"{name} failed" for name, r in (("fused-head", f), ("matmul+fused", b),
+                                                ("eager", e)) if "error" in r]
     if (out.get("mem_vs_matmul_fused") or 0) > 1 / 5:
         misses.append("memory > 1/5 of matmul+fused")
     if (out.get("mem_vs_eager") or 0) > 1 / 10:

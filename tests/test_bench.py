@@ -137,3 +137,23 @@ def test_fused_head_bench_smoke(tmp_path, one_thread):
         assert r["time_vs_matmul_fused"] == pytest.approx(
             r["impls"]["fused-head"]["median_s"] / r["impls"]["matmul+fused"]["median_s"])
     assert (tmp_path / "fused_head_cpu.md").read_text().count("\n| generator |") == 1
+
+
+def test_fused_head_bench_reports_a_failed_impl():
+    """An impl that raised is a target miss, never 'met'."""
+    import bench_fused_head
+    ok = {"median_s": 1.0, "peak_extra_B": 10}
+    out = bench_fused_head.targets({"fused-head": {"error": "AttributeError: x", "oom": False},
+                                    "matmul+fused": ok, "eager": ok}, "cpu")
+    assert out["target_misses"] == ["fused-head failed"]
+
+
+def test_cpu_isa_names_the_path_the_kernels_take():
+    """The suite header's ISA: the target_clones level and the (capped) Philox path."""
+    import bench_common as C
+    v4 = C._V3 | C._V4
+    assert C.cpu_isa(v4, cap="") == "AVX-512 loops, AVX-512 Philox"
+    assert C.cpu_isa(v4, cap="avx2") == "AVX-512 loops, AVX2 Philox"
+    assert C.cpu_isa(C._V3, cap="") == "AVX2 loops, AVX2 Philox"
+    assert C.cpu_isa(C._V3, cap="scalar") == "AVX2 loops, scalar Philox"
+    assert C.cpu_isa({"avx2"}, cap="") == "baseline x86-64 loops, AVX2 Philox"

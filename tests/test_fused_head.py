@@ -286,8 +286,13 @@ def test_chunk_size_override_and_budget(monkeypatch):
 
 def test_chunk_rows():
     MiB = 1 << 20
-    # V = 50257 float32, 4 blocks: 804 KB a row; CPU's 32 MiB -> 41 rows -> 40 (a multiple of 8)
-    assert FH.chunk_rows(16384, 50257, torch.float32, 4) == 40
+    # V = 50257 float32, 4 blocks: 804 KB a row; CPU's 32 MiB holds 41 rows, below the
+    # default floor of DEFAULT_MIN_ROWS["cpu"] = 128 rows, which wins; an explicit
+    # budget of 32 MiB is a hard limit: 41 -> 40 (a multiple of 8)
+    assert FH.chunk_rows(16384, 50257, torch.float32, 4) == FH.DEFAULT_MIN_ROWS["cpu"] == 128
+    assert FH.chunk_rows(16384, 50257, torch.float32, 4, memory_budget=32 * MiB) == 40
+    # V = 256: the budget's 8192 rows, above the floor
+    assert FH.chunk_rows(16384, 256, torch.float32, 4) == 8192
     # CUDA's 512 MiB, bf16 at V = 128256 (float32 products without copies): 1 MB a row
     if FH._MM_OUT_DTYPE:
         assert FH.chunk_rows(8192, 128256, torch.bfloat16, 4, device="cuda") == 520

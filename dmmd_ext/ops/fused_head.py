@@ -11,7 +11,8 @@ kernel (d loss / d logits of the differentiable model), then
 (dW, db accumulated in float32). Extra memory: a few C x V blocks plus the
 N x d and V x d gradients, never N x V. C comes from a memory budget for the
 blocks (`memory_budget`, default DEFAULT_MEMORY_BUDGET: 32 MiB on CPU, 512 MiB
-on CUDA) unless `chunk_size` is given.
+on CUDA, but at least DEFAULT_MIN_ROWS rows: 128 on CPU, 256 on CUDA) unless
+`chunk_size` is given.
 
 Gradients are computed during the forward for reduction 'sum' and 'mean', so the
 backward only scales them by the incoming scalar. For reduction 'none' the
@@ -39,12 +40,16 @@ from ._common import kernels
 from .losses import _REDUCTIONS, _acc_dtype, _weight
 
 __all__ = ["linear_generator_loss", "linear_auxiliary_loss", "chunk_rows", "head_params",
-           "has_fused_head", "DEFAULT_MEMORY_BUDGET"]
+           "has_fused_head", "DEFAULT_MEMORY_BUDGET", "DEFAULT_MIN_ROWS"]
 
-# Bytes for one chunk's V-wide blocks, per device type. CUDA: enough rows (>= 256
-# at V = 128k in bf16) that each chunk's matmuls stay compute bound rather than
-# re-reading W per chunk; CPU BLAS is efficient from a few dozen rows.
+# Bytes for one chunk's V-wide blocks, per device type, and the fewest rows a
+# default chunk has whatever V is. Each chunk's matmuls read all of W (and BLAS
+# packs it) once, so thin chunks pay that per few rows: on the 2-core AVX2 CPU,
+# F.linear at 32 rows cost 1.7x per row what it costs at 512, 1.1x at 128
+# (python/bench_fused_head.py, docs/benchmarks.md). CUDA: >= 256 rows keeps the
+# matmuls compute bound.
 DEFAULT_MEMORY_BUDGET = {"cuda": 512 << 20, "cpu": 32 << 20}
+DEFAULT_MIN_ROWS = {"cuda": 256, "cpu": 128}
 _VOCAB_SLICE = 8192  # dW rows per float32 product on CUDA (bounds its temporary)
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 _AUTOCASTABLE = (torch.float32, torch.bfloat16, torch.float16)
@@ -88,17 +93,21 @@ def _upcasts(dtype: torch.dtype, device: torch.device) -> bool:
 def chunk_rows(n: int, vocab: int, dtype: torch.dtype, blocks: int,
                memory_budget: int | None = None, device="cpu") -> int:
     """Rows per chunk so that `blocks` [C, V] blocks of dtype (plus a float32 copy
-    of dlogits where dW accumulation needs one) fit in memory_budget bytes
-    (default: DEFAULT_MEMORY_BUDGET of the device type); a multiple of 8 when at
-    least 8, at most n."""
+    of dlogits where dW accumulation needs one) fit in memory_budget bytes; a
+    multiple of 8 when at least 8, at most n. Without memory_budget: the device
+    type's DEFAULT_MEMORY_BUDGET, but never fewer than its DEFAULT_MIN_ROWS rows
+    (thin chunks make the matmuls slow; module comment). An explicit
+    memory_budget is a hard limit."""
     device = torch.device(device)
-    budget = (DEFAULT_MEMORY_BUDGET.get(device.type, DEFAULT_MEMORY_BUDGET["cpu"])
-              if memory_budget is None else int(memory_budget))
+    kind = device.type if device.type in DEFAULT_MEMORY_BUDGET else "cpu"
+    budget = DEFAULT_MEMORY_BUDGET[kind] if memory_budget is None else int(memory_budget)
     if budget <= 0:
         raise ValueError(f"memory_budget: expected a number of bytes > 0, got {memory_budget}")
     per_row = max(1, vocab) * (blocks * dtype.itemsize
                                + (4 if _upcasts(dtype, device) else 0))
     rows = max(1, budget // per_row)
+    if memory_budget is None:
+        rows = max(rows, DEFAULT_MIN_ROWS[kind])
     if rows >= 8:
         rows -= rows % 8
     return int(min(rows, max(n, 1)))
