@@ -13,7 +13,8 @@ the generator and the auxiliary loss from hidden states, against
 Reported per case: the median time (10th-90th percentile) and the peak extra memory
 of one call (bench_common.peak_extra_bytes: CUDA, the allocator's peak above what is
 allocated before the call; CPU, peak RSS above the level at the call's start,
-sampled every 0.2 ms). Both include the gradients dh, dW the call produces.
+sampled every 0.2 ms, in a fresh process: child_peak). Both include the gradients
+dh, dW the call produces.
 
     python python/bench_fused_head.py --device cpu --threads 2           # N = 1024 rows
     python python/bench_fused_head.py --device cuda                      # the GPU shapes
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -103,7 +105,11 @@ def measure(loss, impl, heads, w, ids, a) -> dict:
         if call(loss, impl, heads, w, ids, a) is None:
             return {"skipped": "needs CUDA and liger_kernel" if impl == "liger-jsd" else "n/a"}
         C.sync(a.device)
-        mem = C.peak_extra_bytes(lambda: call(loss, impl, heads, w, ids, a), a.device)
+        if a.device.startswith("cuda") or a.smoke:
+            mem = C.peak_extra_bytes(lambda: call(loss, impl, heads, w, ids, a), a.device)
+        else:
+            mem = child_peak(loss, impl, heads[0][0].shape[0], heads[0][0].shape[1],
+                             heads[0][1].shape[0], a)
         t = C.time_calls(lambda _i: call(loss, impl, heads, w, ids, a), a.device,
                          a.warmup, a.repeats)
     except Exception as e:  # noqa: BLE001 - an OOM in one baseline must not end the run
@@ -111,6 +117,41 @@ def measure(loss, impl, heads, w, ids, a) -> dict:
         return {"error": f"{type(e).__name__}: {str(e)[:200]}", "oom": C.is_oom(e)}
     C.release(a.device)
     return {"median_s": t.median_s, "p10_s": t.p10_s, "p90_s": t.p90_s, "peak_extra_B": mem}
+
+
+# CPU peak RSS in a fresh process: after warm-up and timing calls glibc's heap holds
+# freed blocks, and a call that touches them one after another (the fused head's
+# chunk blocks) raises RSS above what is ever live at once (measured: +49 MiB per
+# chunk at N = 2048, 1.3 GiB for 116 MiB live). The child pins the 128 KiB mmap
+# threshold before anything large exists, so every block is mapped and unmapped.
+def child_peak(loss, impl, N, d, V, a) -> int:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--device", "cpu",
+            "--shape", f"{N},{d},{V}", "--dtype", a.dtype, "--top-p", str(a.top_p),
+            "--tau", str(a.tau), "--seed", str(a.seed), "--child-peak", f"{loss},{impl}"]
+    for flag, v in (("--threads", a.threads), ("--chunk-size", a.chunk_size),
+                    ("--memory-budget", a.memory_budget)):
+        if v is not None:
+            argv += [flag, str(v)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return int(json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_B"])
+
+
+def _child_main(a) -> None:
+    loss, impl = a.child_peak.split(",")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
+    warm = make_inputs(48, 16, 301, dtype, "cpu", a.seed)  # first-use costs (BLAS, pools)
+    for h, W in warm[0]:
+        h.requires_grad_()
+        W.requires_grad_()
+    call(loss, impl, *warm, a)
+    del warm
+    C.malloc_peak_mode()
+    heads, w, ids = make_inputs(*a.shape_tuple, dtype, "cpu", a.seed)
+    for h, W in heads:
+        h.requires_grad_()
+        W.requires_grad_()
+    print(json.dumps({"peak_extra_B": C.peak_extra_bytes(
+        lambda: call(loss, impl, heads, w, ids, a), "cpu")}))
 
 
 def run_case(N, d, V, a) -> list[dict]:
@@ -196,10 +237,15 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for fused_head_<device>.json / .md")
+    p.add_argument("--child-peak", default=None, help=argparse.SUPPRESS)  # LOSS,IMPL (CPU)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     a.dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
+    if a.child_peak:
+        C.malloc_peak_mode()  # before anything large exists
+        a.shape_tuple = tuple(int(v) for v in a.shape[0].split(","))
+        return _child_main(a)
     if a.shape:
         shapes = [tuple(int(v) for v in s.split(",")) for s in a.shape]
     else:

@@ -157,3 +157,13 @@ def test_cpu_isa_names_the_path_the_kernels_take():
     assert C.cpu_isa(C._V3, cap="") == "AVX2 loops, AVX2 Philox"
     assert C.cpu_isa(C._V3, cap="scalar") == "AVX2 loops, scalar Philox"
     assert C.cpu_isa({"avx2"}, cap="") == "baseline x86-64 loops, AVX2 Philox"
+
+
+def test_fused_head_bench_child_peak():
+    """The CPU memory column comes from a fresh process (bench_fused_head.child_peak)."""
+    import argparse
+    import bench_fused_head
+    a = argparse.Namespace(dtype="fp32", top_p=1.0, tau=1.0, seed=0, threads=1, chunk_size=None,
+                           memory_budget=None)
+    peak = bench_fused_head.child_peak("generator", "fused-head", 64, 16, 4099, a)
+    assert isinstance(peak, int) and peak >= 0

@@ -31,29 +31,42 @@ namespace {
 
 constexpr int64_t kGrain = 4096;
 
-// Rates of consecutive flat tokens, without a division per token for per-row
-// rates (rates.h: rate_at gives the same values).
-class RateCursor {
+// moves_below(1 - a_t) (move_limit.h) of consecutive flat tokens: scalar and
+// per-row rates fill runs with one limit, computed once per distinct rate (no
+// division per token: rates.h's rate_at gives the same rates); per-token rates
+// get one each.
+class LimitCursor {
  public:
-  RateCursor(const Rates& a, const double* p, int64_t first)
+  LimitCursor(const Rates& a, const double* p, int64_t first)
       : p_(p), mode_(a.mode), row_len_(a.row_len), i_(first),
         row_(first / a.row_len), col_(first % a.row_len) {}
 
-  double next() {
-    if (mode_ == 0) return p_[0];
-    if (mode_ == 2) return p_[i_++];
-    const double v = p_[row_];
-    if (++col_ == row_len_) {
-      col_ = 0;
-      ++row_;
+  void fill(int64_t* lim, int n) {
+    if (mode_ == 2) {
+      for (int l = 0; l < n; ++l) lim[l] = moves_below(1.0 - p_[i_++]);
+    } else if (mode_ == 0) {
+      std::fill(lim, lim + n, limit_of(p_[0]));
+    } else {
+      for (int l = 0; l < n;) {
+        const int run = static_cast<int>(std::min<int64_t>(n - l, row_len_ - col_));
+        std::fill(lim + l, lim + l + run, limit_of(p_[row_]));
+        l += run;
+        col_ += run;
+        if (col_ == row_len_) col_ = 0, ++row_;
+      }
     }
-    return v;
   }
 
  private:
+  int64_t limit_of(double rate) {
+    if (!(rate == rate_)) rate_ = rate, limit_ = moves_below(1.0 - rate);
+    return limit_;
+  }
   const double* p_;
   int mode_;
   int64_t row_len_, i_, row_, col_;
+  double rate_ = std::numeric_limits<double>::quiet_NaN();
+  int64_t limit_ = 0;
 };
 
 struct CorruptJob {
@@ -62,19 +75,6 @@ struct CorruptJob {
   const bool* keep;  // null: keep nothing
   int64_t process, mask_id, vocab_size;
   PhiloxArgs rng;
-};
-
-// moves_below(1 - a) for a run of equal rates without recomputing it.
-class MoveLimit {
- public:
-  int64_t of(double rate) {
-    if (!(rate == rate_)) rate_ = rate, limit_ = moves_below(1.0 - rate);
-    return limit_;
-  }
-
- private:
-  double rate_ = std::numeric_limits<double>::quiet_NaN();
-  int64_t limit_ = 0;
 };
 
 // Masked-process decisions of n tokens, branch-free so that they vectorize: a
@@ -113,12 +113,11 @@ void corrupt_range(const CorruptJob& j, const index_t* xp, index_t* op, int64_t 
   const cpu::PhiloxBlockFn draw = cpu::philox_block_fn();
   alignas(64) uint64_t lo[cpu::kPhiloxBlock], hi[cpu::kPhiloxBlock];
   alignas(64) int64_t lim[cpu::kPhiloxBlock];
-  RateCursor rate(j.rates, j.alpha, b);
-  MoveLimit limit;
+  LimitCursor limits(j.rates, j.alpha, b);
   for (int64_t s = b; s < e; s += cpu::kPhiloxBlock) {
     const int n = static_cast<int>(std::min<int64_t>(cpu::kPhiloxBlock, e - s));
     draw(j.rng.seed, j.rng.offset, kStreamCorruptDecision, static_cast<uint64_t>(s), lo, hi);
-    for (int l = 0; l < n; ++l) lim[l] = limit.of(rate.next());
+    limits.fill(lim, n);
     const bool* keep = j.keep ? j.keep + s : nullptr;
     if (j.process == kMasked)
       decide_masked(xp + s, lo, lim, keep, n, static_cast<index_t>(j.mask_id), op + s);

@@ -151,23 +151,30 @@ DMMD_CPU_CLONES void chunk_exp(acc_t* x, int64_t n, acc_t k, acc_t h) {
   for (int64_t j = 0; j < n; ++j) x[j] = FastExp{}((x[j] - h) * k);
 }
 
-// (sS, sA, sT, u) of one chunk at fixed shifts.
+// (sS, sA, sT, u) of one chunk at fixed shifts; the teacher's raw logits are
+// centred and sharpened here (sharpen_centred with the stream shift hT), not
+// in a pass of their own (one fewer sweep of the chunk: short pixel rows are
+// bound by such sweeps as much as by the exps).
 template <typename acc_t>
 DMMD_CPU_CLONES void gen_chunk(const acc_t* s, const acc_t* a, const acc_t* t, int64_t n,
-                               acc_t hS, acc_t hA, acc_t hT, acc_t out[4]) {
+                               acc_t hS, acc_t hA, acc_t hT, acc_t k, acc_t thr, acc_t delta,
+                               acc_t out[4]) {
   acc_t sS[kLanes] = {}, sA[kLanes] = {}, sT[kLanes] = {}, u[kLanes] = {};
   for (int64_t j = 0; j < n; j += kLanes)
     for (int l = 0; l < kLanes; ++l)
-      gen_add(sS[l], sA[l], sT[l], u[l], s[j + l], a[j + l], t[j + l], hS, hA, hT, FastExp{});
+      gen_add(sS[l], sA[l], sT[l], u[l], s[j + l], a[j + l],
+              sharpen_centred(t[j + l], hT, k, thr, delta), hS, hA, acc_t(0), FastExp{});
   for (int k = 0; k < 4; ++k) out[k] = 0;
   for (int l = 0; l < kLanes; ++l) out[0] += sS[l], out[1] += sA[l], out[2] += sT[l], out[3] += u[l];
 }
 
+// t: the teacher's raw logits, sharpened here as in gen_chunk.
 template <typename acc_t>
 DMMD_CPU_CLONES void gen_chunk_grad(const acc_t* s, const acc_t* a, const acc_t* t, int64_t n,
-                                    acc_t gw, const acc_t* st, acc_t* g) {
+                                    acc_t gw, const acc_t* st, acc_t k, acc_t delta, acc_t* g) {
+  const acc_t hT = st[kGenHT], thr = st[kGenThr];
   for (int64_t j = 0; j < n; ++j)
-    g[j] = gen_grad(s[j], a[j], t[j], gw, st, FastExp{});
+    g[j] = gen_grad(s[j], a[j], sharpen_centred(t[j], hT, k, thr, delta), gw, st, FastExp{});
 }
 
 // (sA, sT, uT) of one chunk; with soft targets also (sS, uS), from
@@ -339,9 +346,8 @@ void gen_forward_rows(const at::Tensor& S, const at::Tensor& T, const at::Tensor
         load(Ar + c0, n, ba);
         load(Tr + c0, n, bt);
         acc.rescale(chunk_max(bs, np), chunk_max(ba, np), chunk_max(bt, np));
-        centre_sharpen(bt, np, acc.hT(), inv_tau, thr, delta);
         acc_t sums[4];
-        gen_chunk(bs, ba, bt, np, acc.hS(), acc.hA(), acc_t(0), sums);
+        gen_chunk(bs, ba, bt, np, acc.hS(), acc.hA(), acc.hT(), inv_tau, thr, delta, sums);
         acc.sS += sums[0], acc.sA += sums[1], acc.sT += sums[2], acc.u += sums[3];
       }
       const acc_t md = acc.mean_d();
@@ -403,8 +409,7 @@ void gen_backward_rows(const at::Tensor& g, const at::Tensor& S, const at::Tenso
         load(Sr + c0, n, bs);
         load(Ar + c0, n, ba);
         load(Tr + c0, n, bt);
-        centre_sharpen(bt, n, st[kGenHT], inv_tau, st[kGenThr], dl);
-        gen_chunk_grad(bs, ba, bt, n, gw, st, bs);
+        gen_chunk_grad(bs, ba, bt, n, gw, st, inv_tau, dl, bs);
         store(bs, n, out + c0);
       }
     }
