@@ -167,3 +167,11 @@ def test_fused_head_bench_child_peak():
                            memory_budget=None)
     peak = bench_fused_head.child_peak("generator", "fused-head", 64, 16, 4099, a)
     assert isinstance(peak, int) and peak >= 0
+
+
+def test_ab_bench_runs_every_call(one_thread):
+    import bench_ab
+    fns = bench_ab.calls(torch.Generator().manual_seed(0))
+    assert len(fns) == 10 and all(callable(f) for f in fns.values())
+    assert fns["corrupt masked 256x4096"]().shape == (256, 4096)
+    assert bench_ab.median_ms(fns["corrupt uniform 256x4096"], 3) > 0
