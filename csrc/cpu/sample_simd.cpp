@@ -13,6 +13,9 @@
 // AVX2 (target_clones) at run time; integer ops and single IEEE operations
 // (no FMA contraction in this build) round alike in every variant, so each
 // writes the same bits as the scalar code (philox.h, detmath.h).
+#include <cstring>
+#include <type_traits>
+
 #include "clones.h"
 #include "philox_simd.h"
 #include "sample_row.h"
@@ -45,20 +48,40 @@ DMMD_CPU_CLONES_AVX2 KeyStats row_keys_f16(const c10::Half* row, int64_t V, floa
 }
 
 // Max of a contiguous range, NaN ignored, as an unsigned max of order keys
-// (ord_key_bits; NaN mapped to key 0, below every other key): GCC vectorizes
-// an integer max reduction, not a float one without fast-math. The sign of a
+// (ord_key_bits; NaN mapped to key 0, below every other key). Written with
+// 8-lane GCC vectors: GCC turned the scalar loop's selects into branches and
+// left it scalar, which made the row max 37% of a top-k call. The sign of a
 // zero maximum is lost (keys fold -0 into +0), which changes no centred
 // logit's key, score or mass.
+typedef uint32_t KeyVec __attribute__((vector_size(32)));
+typedef int32_t KeyVecS __attribute__((vector_size(32)));
+
 template <typename T>
 __attribute__((always_inline)) inline float max_contig(const T* row, int64_t n) {
-  uint32_t m = 0;
-  for (int64_t v = 0; v < n; ++v) {
-    const uint32_t u = f2u(static_cast<float>(row[v]));
-    // NaN tested on the bits: a float compare in an integer loop kept it scalar
-    const uint32_t k = (u & 0x7fffffffu) > 0x7f800000u ? 0u : ord_key_bits(u);
+  KeyVec m = {};
+  int64_t v = 0;
+  for (; v + 8 <= n; v += 8) {
+    KeyVec u;
+    if constexpr (std::is_same_v<T, float>) {
+      std::memcpy(&u, row + v, sizeof(u));
+    } else {
+      float f[8];
+      for (int l = 0; l < 8; ++l) f[l] = static_cast<float>(row[v + l]);
+      std::memcpy(&u, f, sizeof(u));
+    }
+    const KeyVec nan = (KeyVec)((u & 0x7fffffffu) > 0x7f800000u);
+    u &= ~(KeyVec)(u == 0x80000000u);  // -0.0 -> +0.0
+    const KeyVec k = (u ^ ((KeyVec)((KeyVecS)u >> 31) | 0x80000000u)) & ~nan;
     m = k > m ? k : m;
   }
-  return m == 0 ? -INFINITY : key_float(m);
+  uint32_t r = 0;
+  for (int l = 0; l < 8; ++l) r = m[l] > r ? m[l] : r;
+  for (; v < n; ++v) {
+    const uint32_t u = f2u(static_cast<float>(row[v]));
+    const uint32_t k = (u & 0x7fffffffu) > 0x7f800000u ? 0u : ord_key_bits(u);
+    r = k > r ? k : r;
+  }
+  return r == 0 ? -INFINITY : key_float(r);
 }
 
 DMMD_CPU_CLONES_AVX2 float range_max_f32(const float* row, int64_t n) { return max_contig(row, n); }
