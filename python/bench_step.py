@@ -7,8 +7,10 @@ with grad in the generator iteration), x ~ Cat(p) and z_s ~ q(z_s | z_t, x),
 teacher forward, auxiliary forward (with grad in the auxiliary iteration), the
 loss and its backward. Optimizer steps are left out (identical in both). The
 `fused` step uses ops.corrupt, ops.posterior_step, ops.generator_loss and
-ops.auxiliary_loss (hard targets); the `eager` step uses the float32 eager
-compositions of python/bench_baselines.py. Masked process, log-linear-free
+ops.auxiliary_loss (hard targets); `fused-head` the same with the losses from
+hidden states and heads (ops.linear_generator_loss / linear_auxiliary_loss, as
+the trainer's fused_head path: the student's logits exist only for the draw); the
+`eager` step uses the float32 eager compositions of python/bench_baselines.py. Masked process, log-linear-free
 linear schedule (alpha = 1 - t), teacher top-p 0.9, delta 2.
 
 Reports tokens per second (B * L per step), the median step time (with the
@@ -33,7 +35,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_baselines as B  # noqa: E402
 import bench_common as C  # noqa: E402
 
+import torch.nn.functional as F  # noqa: E402
+
 from dmmd_ext import ops  # noqa: E402
+from dmmd_ext.ops.fused_head import head_params  # noqa: E402
 from dmmd_ext.models.transformer import Transformer, preset_config, with_noise_input  # noqa: E402
 
 # Model preset and batch per suite preset. GPT-2-small body (768 wide, 12 layers,
@@ -61,8 +66,11 @@ def make_models(size: dict, device):
     return teacher, student, aux
 
 
-def _iteration(kind: str, fused: bool, nets, x0, d_noise, amp):
+def _iteration(kind: str, mode: str, nets, x0, d_noise, amp):
+    """One iteration; mode: 'fused' (our ops on logits), 'fused-head' (the losses
+    from hidden states and heads, as DistillConfig.fused_head does) or 'eager'."""
     teacher, student, aux = nets
+    fused = mode != "eager"
     Bsz, L = x0.shape
     dev = x0.device
     s = torch.rand(Bsz, device=dev)
@@ -72,6 +80,8 @@ def _iteration(kind: str, fused: bool, nets, x0, d_noise, amp):
            else B.corrupt(x0, a_t, "masked", V))
     eps = torch.randn(Bsz, L, d_noise, device=dev)
     gen = kind == "gen"
+    if mode == "fused-head":
+        return _head_iteration(gen, nets, z_t, t, s, a_t, a_s, eps, amp)
     with torch.set_grad_enabled(gen), amp():
         p_logits = student(z_t, t, eps)
     if fused:
@@ -95,6 +105,38 @@ def _iteration(kind: str, fused: bool, nets, x0, d_noise, amp):
         model = aux
     model.zero_grad(set_to_none=False)
     (loss.sum() / (Bsz * L)).backward()
+
+
+def _head_iteration(gen, nets, z_t, t, s, a_t, a_s, eps, amp):
+    """The fused-head iteration of distill/trainer.py: the student's logits only
+    for the draw (no graph), the losses from hidden states."""
+    teacher, student, aux = nets
+    (ws, bs), (wt, bt), (wa, ba) = (head_params(m) for m in (student, teacher, aux))
+    with torch.set_grad_enabled(gen), amp():
+        h_s = student.hidden(z_t, t, eps)
+    with torch.no_grad():
+        p_logits = F.linear(h_s.detach(), ws, bs)
+    z_s, x = ops.posterior_step(z_t, p_logits, a_t, a_s, "masked", V, validate=False)
+    del p_logits
+    w = (z_s == V).float()
+    kw = dict(tau=1.0, top_p=TOP_P, delta=DELTA, reduction="sum", b_teacher=bt)
+    with torch.no_grad(), amp():
+        h_t = teacher.hidden(z_s, s)
+    if gen:
+        with torch.no_grad(), amp():
+            h_a = aux.hidden(z_s, s)
+        with amp():
+            loss = ops.linear_generator_loss(h_s, ws, h_t, wt, h_a, wa.detach(), w, b_student=bs,
+                                             b_aux=None if ba is None else ba.detach(), **kw)
+        model = student
+    else:
+        with amp():
+            h_a = aux.hidden(z_s, s)
+            loss = ops.linear_auxiliary_loss(h_a, wa, h_t, wt, x, w, validate=False, b_aux=ba,
+                                             **kw)
+        model = aux
+    model.zero_grad(set_to_none=False)
+    (loss / (x.shape[0] * x.shape[1])).backward()
 
 
 def _eager_posterior(z_t, logits, a_t, a_s):
@@ -123,10 +165,10 @@ def run(device: str, preset: str, warmup: int = 2, repeats: int = 5, batch: int 
 
     out = dict(device=device, machine=C.machine(device), preset=preset, vocab=V,
                params=nets[0].num_parameters(), autocast_bf16=cuda, **size, impls={})
-    for name, fused in (("fused", True), ("eager", False)):
-        def step(_i, fused=fused):
-            _iteration("gen", fused, nets, x0, size["d_noise"], amp)
-            _iteration("aux", fused, nets, x0, size["d_noise"], amp)
+    for name in ("fused", "fused-head", "eager"):
+        def step(_i, mode=name):
+            _iteration("gen", mode, nets, x0, size["d_noise"], amp)
+            _iteration("aux", mode, nets, x0, size["d_noise"], amp)
         try:
             t = C.time_calls(step, device, warmup, repeats)
             peak = C.peak_extra_bytes(lambda: step(0), device)
@@ -139,6 +181,10 @@ def run(device: str, preset: str, warmup: int = 2, repeats: int = 5, batch: int 
     if "median_s" in f and "median_s" in e:
         out["throughput_ratio"] = e["median_s"] / f["median_s"]
         out["peak_memory_change"] = f["peak_extra_bytes"] / e["peak_extra_bytes"] - 1
+    h = out["impls"].get("fused-head", {})
+    if "median_s" in h and "median_s" in f:
+        out["head_vs_fused_throughput"] = f["median_s"] / h["median_s"]
+        out["head_vs_fused_memory_change"] = h["peak_extra_bytes"] / f["peak_extra_bytes"] - 1
     return out
 
 
@@ -159,6 +205,9 @@ def markdown(r: dict) -> str:
         met = tp >= 1.3 and mem <= -0.4
         lines += ["", f"fused vs eager: {tp:.2f}x throughput, {mem:+.0%} peak memory "
                   f"(target >= 1.3x and -40%: {'met' if met else 'MISSED'})"]
+    if "head_vs_fused_throughput" in r:
+        lines += ["", f"fused-head vs fused: {r['head_vs_fused_throughput']:.2f}x throughput, "
+                  f"{r['head_vs_fused_memory_change']:+.0%} peak memory"]
     return "\n".join(lines)
 
 

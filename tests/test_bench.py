@@ -51,10 +51,11 @@ def test_target_column_flags_misses():
 
 def test_step_smoke(one_thread):
     r = bench_step.run("cpu", "smoke", warmup=0, repeats=1)
-    for name in ("fused", "eager"):
+    for name in ("fused", "fused-head", "eager"):
         assert r["impls"][name]["median_s"] > 0, r
         assert r["impls"][name]["tokens_per_s"] == pytest.approx(32 / r["impls"][name]["median_s"])
     assert "throughput_ratio" in r and "fused vs eager" in bench_step.markdown(r)
+    assert "head_vs_fused_throughput" in r and "fused-head vs fused" in bench_step.markdown(r)
 
 
 def test_eager_losses_match_reference():
