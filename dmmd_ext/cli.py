@@ -390,12 +390,17 @@ def _add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--soft-top-p", type=float, default=1.0,
+                   help="soft nucleus of the distillation targets: logits outside the top-p "
+                   "nucleus of softmax(logits / temperature) lowered by --delta (1: off; not "
+                   "with --top-p / --top-k)")
+    p.add_argument("--delta", type=float, default=2.0, help="--soft-top-p's penalty in nats")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default=None,
                    help="output .pt file (default RUN_DIR/samples/<checkpoint step, steps, "
-                   "temperature, top-p, top-k, seed, batch>.pt)")
+                   "temperature, top-p, top-k, soft top-p, seed, batch>.pt)")
 
 
 def _device(spec: str):
@@ -408,8 +413,9 @@ def _device(spec: str):
 
 def sample_name(cfg: dict, a: argparse.Namespace) -> str:
     """A sample file name that differs whenever the samples would."""
+    soft = f"_soft{a.soft_top_p:g}d{a.delta:g}" if getattr(a, "soft_top_p", 1.0) < 1.0 else ""
     return (f"step{cfg.get('step')}_n{a.steps}_T{a.temperature:g}_p{a.top_p:g}_k{a.top_k}"
-            f"_seed{a.seed}_b{a.batch}.pt")
+            f"{soft}_seed{a.seed}_b{a.batch}.pt")
 
 
 def _run_sample(a: argparse.Namespace) -> int:
@@ -424,18 +430,24 @@ def _run_sample(a: argparse.Namespace) -> int:
         raise UsageError(f"--run-dir {run}: no checkpoint in {ck} (train a model there first, "
                          "or pass --checkpoint DIR)")
     device = _device(a.device)
+    try:  # the sampler's own rules, before any work
+        from .processes import check_soft_top_p
+        check_soft_top_p(a.soft_top_p, a.delta, a.top_p, a.top_k)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     model, proc, cfg = load_model(ck, device)
     if a.steps is None:  # a student is trained for its k steps; a teacher gets a fine grid
         a.steps = int(cfg["k"]) if cfg.get("kind") == "student" else 128
     L = int(cfg["data"]["seq_len"])
     x = sample_many(model, proc, a.steps, a.batch, L, batch_size=a.sample_batch, seed=a.seed,
                     device=device, temperature=a.temperature, top_p=a.top_p, top_k=a.top_k,
-                    progress=not a.no_progress)
+                    soft_top_p=a.soft_top_p, delta=a.delta, progress=not a.no_progress)
     out = Path(a.out) if a.out else run / "samples" / sample_name(cfg, a)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(x, out)
     summary = {"samples": str(out), "steps": a.steps, "batch": a.batch,
                "temperature": a.temperature, "top_p": a.top_p, "top_k": a.top_k,
+               "soft_top_p": a.soft_top_p, "delta": a.delta,
                "seed": a.seed, "checkpoint_step": cfg.get("step")}
     summary.update(_sample_report(x, cfg, out))
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))

@@ -75,3 +75,11 @@ def test_train_then_sample_end_to_end(tmp_path, capsys):
     assert x.shape == (5, 6) and int(x.max()) < 4 and int(x.min()) >= 0
     assert Path(out["samples"]).parent == run / "samples"
     assert out["exact_nll_bpt"] > 0 and out["entropy_rate_bits"] > 0
+    # the soft top-p of the distillation targets (like-with-like teacher samples)
+    assert cli.main(["sample", "--run-dir", str(run), "--steps", "3", "--batch", "5",
+                     "--soft-top-p", "0.8", "--delta", "3"]) == 0
+    soft = json.loads(capsys.readouterr().out)
+    assert soft["soft_top_p"] == 0.8 and soft["delta"] == 3.0
+    assert "_soft0.8d3_" in Path(soft["samples"]).name and soft["samples"] != out["samples"]
+    with pytest.raises(cli.UsageError, match="cannot be combined"):
+        cli.main(["sample", "--run-dir", str(run), "--soft-top-p", "0.8", "--top-p", "0.9"])
