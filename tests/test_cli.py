@@ -82,4 +82,5 @@ def test_train_then_sample_end_to_end(tmp_path, capsys):
     assert soft["soft_top_p"] == 0.8 and soft["delta"] == 3.0
     assert "_soft0.8d3_" in Path(soft["samples"]).name and soft["samples"] != out["samples"]
     with pytest.raises(cli.UsageError, match="cannot be combined"):
-        cli.main(["sample", "--run-dir", str(run), "--soft-top-p", "0.8", "--top-p", "0.9"])
+        cli.main(["sample", "--run-dir", str(run), "--soft-top-p", "0.8", "--top-p", "0.9",
+                  "--debug"])
