@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "clones.h"
@@ -83,6 +84,20 @@ template <typename acc_t>
 DMMD_CPU_CLONES void centre_sharpen(acc_t* x, int64_t n, acc_t h, acc_t k, acc_t thr,
                                     acc_t delta) {
   for (int64_t j = 0; j < n; ++j) x[j] = sharpen_centred(x[j], h, k, thr, delta);
+}
+
+// Whether a chunk of n logits can be read where it lies instead of through a
+// padded acc_t copy: float32 (float64) rows and a whole number of lane groups.
+// The copies were as many sweeps of each chunk as the exps of short pixel rows.
+template <typename scalar_t, typename acc_t>
+bool in_place(int64_t n) {
+  return std::is_same_v<scalar_t, acc_t> && n % kLanes == 0;
+}
+template <typename scalar_t>
+const auto* in_acc(const scalar_t* p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, acc_t>) return p;
+  else return static_cast<const acc_t*>(nullptr);  // never used: in_place is false
 }
 
 template <typename scalar_t, typename acc_t>
@@ -342,12 +357,17 @@ void gen_forward_rows(const at::Tensor& S, const at::Tensor& T, const at::Tensor
       acc.k = inv_tau;
       for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
         const int64_t n = std::min(kChunk, V - c0), np = round_lanes(n);
-        load(Sr + c0, n, bs);
-        load(Ar + c0, n, ba);
-        load(Tr + c0, n, bt);
-        acc.rescale(chunk_max(bs, np), chunk_max(ba, np), chunk_max(bt, np));
+        const acc_t *s = bs, *a = ba, *t = bt;
+        if (in_place<scalar_t, acc_t>(n)) {
+          s = in_acc(Sr + c0), a = in_acc(Ar + c0), t = in_acc(Tr + c0);
+        } else {
+          load(Sr + c0, n, bs);
+          load(Ar + c0, n, ba);
+          load(Tr + c0, n, bt);
+        }
+        acc.rescale(chunk_max(s, np), chunk_max(a, np), chunk_max(t, np));
         acc_t sums[4];
-        gen_chunk(bs, ba, bt, np, acc.hS(), acc.hA(), acc.hT(), inv_tau, thr, delta, sums);
+        gen_chunk(s, a, t, np, acc.hS(), acc.hA(), acc.hT(), inv_tau, thr, delta, sums);
         acc.sS += sums[0], acc.sA += sums[1], acc.sT += sums[2], acc.u += sums[3];
       }
       const acc_t md = acc.mean_d();
@@ -406,6 +426,10 @@ void gen_backward_rows(const at::Tensor& g, const at::Tensor& S, const at::Tenso
       const scalar_t *Sr = sp + r * ss, *Tr = tp + r * ts, *Ar = ap + r * as;
       for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
         const int64_t n = std::min(kChunk, V - c0);
+        if constexpr (std::is_same_v<scalar_t, acc_t>) {  // no padding needed here
+          gen_chunk_grad(Sr + c0, Ar + c0, Tr + c0, n, gw, st, inv_tau, dl, out + c0);
+          continue;
+        }
         load(Sr + c0, n, bs);
         load(Ar + c0, n, ba);
         load(Tr + c0, n, bt);
