@@ -9,8 +9,8 @@
 #
 # Stages (default: all, in this order): teacher students eval eval_long. What was run for
 # docs/results.md: exactly these (the teacher by hand with the same command under
-# /usr/bin/time; `eval` and `eval_long` side by side, and teacher_sharp_n64 by hand with the
-# command row() builds, in a second shell, to finish in time).
+# /usr/bin/time; `eval` and `eval_long` side by side, and teacher_sharp_n64 and teacher_n32
+# by hand with the commands row() builds, in a second shell, to finish in time).
 # Not run (issue 17's later items): seeds 1 and 2, k = 16, other HMM languages.
 # RUNS (default runs/strong17) holds every run directory; rows/ the evaluated rows
 # (ROW.json: one line of python/eval_hmm_sampler.py; ROW.wall: its wall seconds).
@@ -81,6 +81,7 @@ stage_eval() {  # the students, and the teacher at 16 and 64 steps: N = 2048 sam
   row s0_k4_p0.9 "$R/s0_k4_p0.9/checkpoint"
   row teacher_n64 "$T/checkpoint" --steps 64
   row teacher_sharp_n64 "$T/checkpoint" --steps 64 $SHARP
+  row teacher_n32 "$T/checkpoint" --steps 32     # the k = 4 students' 8k point, plain
 }
 
 stage_eval_long() {  # the teacher at 1024 steps: 1024 samples a row (CPU time), scored
