@@ -282,11 +282,14 @@ def test_cli_distill_end_to_end(cycle_setup, tmp_path):
 def test_cli_demo_tiny(tmp_path):
     r = _cli(["demo", "--run-dir", str(tmp_path / "d"), "--quick", "--teacher-steps", "20",
               "--distill-steps", "6", "--n-eval", "64", "--ks", "2", "--no-progress",
-              "--threads", "1"], timeout=600)
+              "--threads", "1", "--distill-top-p", "0.9"], timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "d" / "results.json").read_text())
     names = {(row["model"], row["steps"]) for row in res["rows"]}
     assert ("student_k2", 2) in names and ("teacher", 64) in names
+    # sharpened targets: the teacher is also sampled with the same sharpening
+    assert any(row["model"] == "teacher_sharpened" for row in res["rows"])
+    assert "target sharpening" in r.stdout
     assert "excess NLL" in r.stdout
     assert (tmp_path / "d" / "results.png").is_file()
 
