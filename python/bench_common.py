@@ -76,6 +76,51 @@ def time_calls(fn, device: str, warmup: int, repeats: int, n_inputs: int = 1) ->
                   _percentile(samples, 0.9), samples)
 
 
+def _time_one(fn, j: int, cuda: bool) -> float:
+    if cuda:
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn(j)
+        e.record()
+        e.synchronize()
+        return s.elapsed_time(e) / 1e3
+    t0 = time.perf_counter()
+    fn(j)
+    return time.perf_counter() - t0
+
+
+def time_interleaved(fns: dict, device: str, warmup: int, repeats: int,
+                     n_inputs: int = 1) -> dict:
+    """Times several implementations of one call in turn, one call of each per
+    round, so that a machine whose speed drifts (a shared VM: the same call
+    varied 2x within a minute) slows them alike and their ratios hold. Returns
+    name -> Timing, or name -> the exception an implementation raised (it is
+    dropped from the later rounds)."""
+    out, live = {}, dict(fns)
+    cuda = device.startswith("cuda")
+    for name, fn in list(live.items()):
+        try:
+            for i in range(warmup):
+                fn(i % n_inputs)
+            sync(device)
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            out[name] = e
+            del live[name]
+    samples = {name: [] for name in live}
+    for i in range(repeats):
+        j = (warmup + i) % n_inputs
+        for name, fn in list(live.items()):
+            try:
+                samples[name].append(_time_one(fn, j, cuda))
+            except Exception as e:  # noqa: BLE001
+                out[name] = e
+                del live[name]
+    for name in live:
+        xs = samples[name]
+        out[name] = Timing(statistics.median(xs), _percentile(xs, 0.1), _percentile(xs, 0.9), xs)
+    return out
+
+
 def rotation_count(set_bytes: int, device: str, cap: int = 8) -> int:
     """How many input sets to rotate through so that consecutive calls miss L2:
     enough sets to cover 4 L2 caches, at most `cap` (CPU: 1)."""

@@ -262,10 +262,16 @@ def run_case(case: Case, device: str, warmup: int, repeats: int) -> dict:
     sets = [first] + [case.make() for _ in range(n_sets - 1)]
     row = dict(op=case.op, case=case.name, shape=case.shape, dtype=case.dtype,
                bytes_moved=case.bytes_moved, input_sets=n_sets, impls={}, notes=case.notes)
+    # the implementations are timed in turn, call by call (time_interleaved)
+    timed = C.time_interleaved({n: (lambda j, fn=fn: fn(sets[j])) for n, fn in case.impls.items()},
+                               device, warmup, repeats, n_sets)
+    C.release(device)
     for name, fn in case.impls.items():
+        t = timed[name]
         res = {}
         try:
-            t = C.time_calls(lambda j: fn(sets[j]), device, warmup, repeats, n_sets)
+            if isinstance(t, Exception):
+                raise t
             res.update(median_s=t.median_s, p10_s=t.p10_s, p90_s=t.p90_s, spread=t.spread)
             res["peak_extra_bytes"] = C.peak_extra_bytes(lambda: fn(sets[0]), device)
         except Exception as e:  # noqa: BLE001 - a failing baseline is reported, not fatal

@@ -110,6 +110,23 @@ def test_timing_and_rotation_helpers():
     assert C.fmt_bytes(3 * 2**20) == "3.0 MiB"
 
 
+def test_time_interleaved_alternates_and_reports_failures():
+    log = []
+
+    def bad(i):
+        log.append(("bad", i))
+        if len([x for x in log if x[0] == "bad"]) > 2:  # fails in its second timed round
+            raise ValueError("boom")
+
+    out = C.time_interleaved({"a": lambda i: log.append(("a", i)), "b": lambda i: log.append(("b", i)),
+                              "bad": bad}, "cpu", warmup=1, repeats=4, n_inputs=2)
+    timed = [x for x in log[3:]]  # after the three warm-up calls
+    assert timed[:6] == [("a", 1), ("b", 1), ("bad", 1), ("a", 0), ("b", 0), ("bad", 0)]
+    assert [x for x in timed[6:]] == [("a", 1), ("b", 1), ("a", 0), ("b", 0)]
+    assert len(out["a"].samples) == 4 and len(out["b"].samples) == 4
+    assert isinstance(out["bad"], ValueError)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS via /proc (Linux)")
 def test_cpu_peak_memory_sees_allocations_after_timing_mode():
     # After timing-mode calls of the same size (glibc may keep such blocks), the peak

@@ -324,6 +324,44 @@ def test_large_logits(device, dtype):
 
 
 @pytest.mark.parametrize("device", devices(), indirect=True)
+def test_exp_underflow_boundary(device):
+    """Logits 80-120 below the row maximum, where the CPU's polynomial exp goes
+    from normal through subnormal to exactly 0 (its argument clamp is at -88):
+    every term there is < 2e-35 of the row's mass, so the losses and gradients
+    equal the reference's, and no NaN appears in the rows' 0 * log-terms."""
+    N, V = 6, 64
+    g = torch.ones(N, dtype=torch.float64)
+    base = logits(N, V, torch.float64, scale=1.0, seed=47)
+    gaps = torch.linspace(80.0, 120.0, V - 8, dtype=torch.float64)
+    S, T, A = base.clone(), logits(N, V, torch.float64, scale=1.0, seed=48), base.flip(-1)
+    for x in (S, T, A):
+        x[:, 8:] = x[:, :8].max(-1, keepdim=True).values - gaps  # the gaps, per row
+    S, T, A = (x.float().to(device) for x in (S, T, A))
+    loss, grad, ref, ref_grad = gen_case(S, T, A, None, 1.0, 1.0, 2.0, g)
+    assert_loss_close(loss, ref)
+    assert_grad_close(grad, ref_grad, torch.float32)
+    lossa, grada, refa, ref_grada = aux_case(A, T, S, None, 1.0, 1.0, 2.0, g)
+    assert_loss_close(lossa, refa)
+    assert_grad_close(grada, ref_grada, torch.float32)
+
+
+def test_fast_exp_coefficients_are_accurate():
+    """The CPU kernels' exp polynomial, read from the source and evaluated in
+    float32 steps, stays within 1e-7 relative error of exp on [-87, 0]
+    (scripts/fit_fast_exp.py; a mistyped coefficient fails this)."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "fit_fast_exp.py"
+    spec = importlib.util.spec_from_file_location("fit_fast_exp", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.kernel_coefficients()
+    assert len(c) == 5
+    assert mod.max_rel_err(c) < 1e-7
+    assert mod.max_rel_err(c * (1 + 1e-4)) > 1e-7  # the check itself can fail
+
+
+@pytest.mark.parametrize("device", devices(), indirect=True)
 def test_neg_inf_logits_give_finite_loss(device):
     N, V = 3, 40
     S, T, A = (logits(N, V, seed=s) for s in (51, 52, 53))

@@ -44,29 +44,33 @@ constexpr int64_t kChunk = 1024;  // multiple of kLanes
 int64_t round_lanes(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 // exp as straight-line code the compiler vectorizes: range reduction
-// x = k ln2 + r, |r| <= ln2/2, then exp(r) = 1 + r + r^2 P(r) with the degree-5
-// polynomial of Cephes' expf (relative error ~2e-7). Below -87 it returns 0
-// (the arguments here are logits minus a row maximum or log-sum-exp, so such
-// terms are negligible), above 88 it saturates to +inf (never reached for the
-// same reason); NaN stays NaN.
+// x = k ln2 + r, |r| <= ln2/2, then exp(r) = 1 + r + r^2 P(r) with P of degree
+// 4, a relative-error minimax fit on that interval (max relative error 8e-8 in
+// float32 arithmetic over [-87, 0], as for Cephes' degree-5 P: float rounding
+// dominates both; scripts/fit_fast_exp.py refits it and checks the source).
+// One select: x is raised to -88 (a NaN x passes, and the polynomial keeps it
+// NaN); from about -87.7 down the exponent field k + 127 is 0, so the scale,
+// and the result, is exactly +0 (-inf must give 0; the arguments are logits
+// minus a row maximum or log-sum-exp, so such terms are negligible). k is
+// capped at 127 in the integer domain (vpminsd), which only keeps the exponent
+// field valid: no caller passes a positive argument. More float selects here
+// (an upper clamp, a NaN test), beside the callers' own (gen_grad's p == 0),
+// let jump threading turn the loops into branches that GCC left scalar.
 inline float fast_exp(float x) {
-  const float xc = std::min(std::max(x, -87.0f), 88.0f);
+  const float xc = -88.0f > x ? -88.0f : x;
   const float kf = (xc * 1.44269504f + 12582912.f) - 12582912.f;  // round to nearest
   const float r = (xc - kf * 0.693359375f) + kf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  float p = 1.3814613e-3f;
+  p = p * r + 8.36871e-3f;
+  p = p * r + 4.166839e-2f;
+  p = p * r + 1.6666521e-1f;
+  p = p * r + 4.9999994e-1f;
   p = p * (r * r) + r + 1.f;
-  const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
+  const int32_t k = std::min(static_cast<int32_t>(kf), int32_t(127));
+  const int32_t bits = (k + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, 4);
-  float y = p * scale;
-  y = x < -87.0f ? 0.f : y;
-  y = x > 88.0f ? std::numeric_limits<float>::infinity() : y;
-  return x != x ? x : y;
+  return p * scale;
 }
 struct FastExp {
   float operator()(float x) const { return fast_exp(x); }
@@ -99,6 +103,18 @@ const auto* in_acc(const scalar_t* p) {
   if constexpr (std::is_same_v<scalar_t, acc_t>) return p;
   else return static_cast<const acc_t*>(nullptr);  // never used: in_place is false
 }
+
+// Three chunk buffers of a row loop, staggered by 64 bytes. Back to back they
+// lie kChunk floats (4 KiB) apart, so a load from one and a store to another
+// at the same index agree in the low 12 address bits and the load waits on
+// the store (4K aliasing): the bfloat16 generator loss ran 1.5x slower than
+// the float32 one that reads its rows in place.
+template <typename acc_t>
+struct ChunkBufs {
+  static constexpr int64_t kStride = kChunk + 64 / static_cast<int64_t>(sizeof(acc_t));
+  alignas(64) acc_t mem[3 * kStride];
+  acc_t* operator[](int i) { return mem + i * kStride; }
+};
 
 template <typename scalar_t, typename acc_t>
 DMMD_CPU_CLONES void store(const acc_t* src, int64_t n, scalar_t* dst) {
@@ -137,6 +153,34 @@ DMMD_CPU_CLONES acc_t chunk_max(const acc_t* x, int64_t n) {
     for (int l = 0; l < L::kWidth; ++l) r = max_keep(r, m[c][l]);
   return r;
 }
+// The maxima of three streams (the generator's S, A, T) in one sweep: on pixel
+// rows (V = 256, one chunk per row) three chunk_max calls, each with its own
+// serial lane reduction, cost a third as much as the exps.
+template <typename acc_t>
+DMMD_CPU_CLONES void chunk_max3(const acc_t* x, const acc_t* y, const acc_t* z, int64_t n,
+                                acc_t out[3]) {
+  using L = LaneVec<acc_t>;
+  using vec = typename L::type;
+  const acc_t* src[3] = {x, y, z};
+  vec m[3][L::kCount];
+  for (auto& ms : m)
+    for (auto& v : ms)
+      for (int l = 0; l < L::kWidth; ++l) v[l] = neg_inf<acc_t>();
+  for (int64_t j = 0; j < n; j += kLanes)
+    for (int s = 0; s < 3; ++s)
+      for (int c = 0; c < L::kCount; ++c) {
+        vec v;
+        std::memcpy(&v, src[s] + j + c * L::kWidth, sizeof(vec));
+        m[s][c] = v > m[s][c] ? v : m[s][c];
+      }
+  for (int s = 0; s < 3; ++s) {
+    vec r = m[s][0];
+    for (int c = 1; c < L::kCount; ++c) r = m[s][c] > r ? m[s][c] : r;
+    acc_t o = neg_inf<acc_t>();
+    for (int l = 0; l < L::kWidth; ++l) o = max_keep(o, r[l]);
+    out[s] = o;
+  }
+}
 #else
 template <typename acc_t>
 acc_t chunk_max(const acc_t* x, int64_t n) {
@@ -147,6 +191,10 @@ acc_t chunk_max(const acc_t* x, int64_t n) {
   acc_t r = m[0];
   for (int l = 1; l < kLanes; ++l) r = max_keep(r, m[l]);
   return r;
+}
+template <typename acc_t>
+void chunk_max3(const acc_t* x, const acc_t* y, const acc_t* z, int64_t n, acc_t out[3]) {
+  out[0] = chunk_max(x, n), out[1] = chunk_max(y, n), out[2] = chunk_max(z, n);
 }
 #endif
 
@@ -342,7 +390,8 @@ void gen_forward_rows(const at::Tensor& S, const at::Tensor& T, const at::Tensor
   acc_t* stp = stats.data_ptr<acc_t>();
   const acc_t inv_tau = acc_t(1.0 / sh.tau), delta = acc_t(sh.delta);
   at::parallel_for(0, N, grain_rows(V), [&](int64_t r0, int64_t r1) {
-    alignas(64) acc_t bs[kChunk], ba[kChunk], bt[kChunk];
+    ChunkBufs<acc_t> bufs;
+    acc_t *bs = bufs[0], *ba = bufs[1], *bt = bufs[2];
     std::vector<key_t<acc_t>> keys;  // nucleus scratch
     for (int64_t r = r0; r < r1; ++r) {
       acc_t* st = stp + r * kGenStats;
@@ -365,7 +414,9 @@ void gen_forward_rows(const at::Tensor& S, const at::Tensor& T, const at::Tensor
           load(Ar + c0, n, ba);
           load(Tr + c0, n, bt);
         }
-        acc.rescale(chunk_max(s, np), chunk_max(a, np), chunk_max(t, np));
+        acc_t mx[3];
+        chunk_max3(s, a, t, np, mx);
+        acc.rescale(mx[0], mx[1], mx[2]);
         acc_t sums[4];
         gen_chunk(s, a, t, np, acc.hS(), acc.hA(), acc.hT(), inv_tau, thr, delta, sums);
         acc.sS += sums[0], acc.sA += sums[1], acc.sT += sums[2], acc.u += sums[3];
@@ -414,7 +465,8 @@ void gen_backward_rows(const at::Tensor& g, const at::Tensor& S, const at::Tenso
   scalar_t* dp = dS.data_ptr<scalar_t>();
   const acc_t inv_tau = acc_t(1.0 / tau), dl = acc_t(delta);
   at::parallel_for(0, N, grain_rows(V), [&](int64_t r0, int64_t r1) {
-    alignas(64) acc_t bs[kChunk], ba[kChunk], bt[kChunk];
+    ChunkBufs<acc_t> bufs;
+    acc_t *bs = bufs[0], *ba = bufs[1], *bt = bufs[2];
     for (int64_t r = r0; r < r1; ++r) {
       scalar_t* out = dp + r * V;
       if (wp[r] == acc_t(0)) {
@@ -486,7 +538,8 @@ void aux_forward_rows(const at::Tensor& A, const at::Tensor& T, const Targets& y
   acc_t* stp = stats.data_ptr<acc_t>();
   const acc_t inv_tau = acc_t(1.0 / sh.tau), delta = acc_t(sh.delta);
   at::parallel_for(0, N, grain_rows(V), [&](int64_t r0, int64_t r1) {
-    alignas(64) acc_t ba[kChunk], bt[kChunk], bs[kChunk];
+    ChunkBufs<acc_t> bufs;
+    acc_t *ba = bufs[0], *bt = bufs[1], *bs = bufs[2];
     std::vector<key_t<acc_t>> keys;  // nucleus scratch
     for (int64_t r = r0; r < r1; ++r) {
       acc_t* st = stp + r * kAuxStats;
@@ -565,7 +618,8 @@ void aux_backward_rows(const at::Tensor& g, const at::Tensor& A, const at::Tenso
   scalar_t* dp = dA.data_ptr<scalar_t>();
   const acc_t inv_tau = acc_t(1.0 / tau), dl = acc_t(delta);
   at::parallel_for(0, N, grain_rows(V), [&](int64_t r0, int64_t r1) {
-    alignas(64) acc_t ba[kChunk], bt[kChunk], by[kChunk];
+    ChunkBufs<acc_t> bufs;
+    acc_t *ba = bufs[0], *bt = bufs[1], *by = bufs[2];
     for (int64_t r = r0; r < r1; ++r) {
       scalar_t* out = dp + r * V;
       if (wp[r] == acc_t(0)) {
