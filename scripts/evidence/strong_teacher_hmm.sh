@@ -11,7 +11,9 @@
 # docs/results.md: exactly these (the teacher by hand with the same command under
 # /usr/bin/time; `eval` and `eval_long` side by side, and teacher_sharp_n64 and teacher_n32
 # by hand with the commands row() builds, in a second shell, to finish in time).
-# Not run (issue 17's later items): seeds 1 and 2, k = 16, other HMM languages.
+# Stages seeds / eval_seeds (run later, SEEDS_SHARD=0 and 1 in two shells): plain-target
+# students for seeds 1, 2 at k = 4, 8 and seeds 0-2 at k = 16, the teacher at 128 steps;
+# scripts/evidence/seed_table.py averages the seeds. Not run: other HMM languages.
 # RUNS (default runs/strong17) holds every run directory; rows/ the evaluated rows
 # (ROW.json: one line of python/eval_hmm_sampler.py; ROW.wall: its wall seconds).
 # The results in docs/results.md ("Strong teacher on the HMM language") were made with
@@ -93,6 +95,34 @@ stage_eval_long() {  # the teacher at 1024 steps: 1024 samples a row (CPU time),
   row teacher_sharp_n1024_N1024 "$T/checkpoint" --steps 1024 $SHARP
 }
 
+stage_seeds() {  # plain-target students over 3 seeds: seeds 1, 2 for k = 4, 8; k = 16 seeds 0-2
+  # (SEEDS_SHARD=0|1 splits the runs between two shells, one core each)
+  local i=0
+  for spec in "8 1" "8 2" "4 1" "4 2" "16 0" "16 1" "16 2"; do
+    set -- $spec
+    if [ -z "${SEEDS_SHARD:-}" ] || [ $((i % 2)) = "$SEEDS_SHARD" ]; then
+      student "$R/s${2}_k${1}_p1.0" "$T" "$1" 1.0 "$2"
+    fi
+    i=$((i + 1))
+  done
+}
+
+stage_eval_seeds() {  # their rows, and the teacher at 128 steps (the k = 16 students' 8k point)
+  local i=0
+  for spec in "8 1" "8 2" "4 1" "4 2" "16 0" "16 1" "16 2" "teacher"; do
+    set -- $spec
+    if [ -z "${SEEDS_SHARD:-}" ] || [ $((i % 2)) = "$SEEDS_SHARD" ]; then
+      if [ "$1" = teacher ]; then
+        row teacher_n128 "$T/checkpoint" --steps 128
+      else
+        row "s${2}_k${1}_p1.0" "$R/s${2}_k${1}_p1.0/checkpoint"
+      fi
+    fi
+    i=$((i + 1))
+  done
+}
+
 STAGES=${*:-teacher students eval eval_long}
 for st in $STAGES; do "stage_$st"; done
 $PY scripts/evidence/hmm_table.py "$ROWS" > "$R/table.md" || true
+$PY scripts/evidence/seed_table.py "$ROWS" > "$R/seed_table.md" || true
