@@ -10,7 +10,9 @@ math: python/bench_baselines.py), `compile` (torch.compile of that same function
 and on CUDA where installed Liger-Kernel (JSD / cross-entropy on the same shapes:
 comparable, not identical, work) and FlashInfer (sampling from logits / top-k /
 top-p). Each impl: the median of --repeats calls after --warmup, with the
-10th-90th percentile spread; on CUDA timed with CUDA events and rotating input
+10th-90th percentile spread; the impls of a case are timed in turn, one call of
+each per round, so that a shared machine's drift slows them alike (--sequential:
+each impl's calls back to back, as before 2026-12-02); on CUDA timed with CUDA events and rotating input
 sets so that none is served from L2. Also the bytes the op must move, the fraction
 of the device's measured copy bandwidth that dmmd_ext reaches, and each impl's
 peak extra memory. Results: <out>/suite_<device>.json (rewritten after every case,
@@ -255,16 +257,21 @@ def build_cases(device, preset, compile_):
 
 # ---- running ---------------------------------------------------------------------------------
 
-def run_case(case: Case, device: str, warmup: int, repeats: int) -> dict:
+def run_case(case: Case, device: str, warmup: int, repeats: int, sequential: bool = False) -> dict:
     first = case.make()
     set_bytes = sum(x.numel() * x.element_size() for x in first if isinstance(x, torch.Tensor))
     n_sets = C.rotation_count(set_bytes, device)
     sets = [first] + [case.make() for _ in range(n_sets - 1)]
     row = dict(op=case.op, case=case.name, shape=case.shape, dtype=case.dtype,
                bytes_moved=case.bytes_moved, input_sets=n_sets, impls={}, notes=case.notes)
-    # the implementations are timed in turn, call by call (time_interleaved)
-    timed = C.time_interleaved({n: (lambda j, fn=fn: fn(sets[j])) for n, fn in case.impls.items()},
-                               device, warmup, repeats, n_sets)
+    # the implementations are timed in turn, call by call (time_interleaved), or
+    # (sequential) each one's calls back to back
+    calls = {n: (lambda j, fn=fn: fn(sets[j])) for n, fn in case.impls.items()}
+    if sequential:
+        timed = {n: C.time_interleaved({n: f}, device, warmup, repeats, n_sets)[n]
+                 for n, f in calls.items()}
+    else:
+        timed = C.time_interleaved(calls, device, warmup, repeats, n_sets)
     C.release(device)
     for name, fn in case.impls.items():
         t = timed[name]
@@ -361,13 +368,16 @@ def main(argv=None):
                     help="sizes (default: full on CUDA, cpu on CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="default: 3 CUDA, 1 CPU")
     ap.add_argument("--repeats", type=int, default=None, help="default: 10 CUDA, 5 CPU")
-    ap.add_argument("--only", default="", help="run the cases whose 'op case' contains this")
+    ap.add_argument("--only", default="", help="run the cases whose 'op case shape' contains this")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
     ap.add_argument("--compile-only", default="",
                     help="add torch.compile baselines only to cases whose 'op case dtype' "
                          "contains this (each compile costs seconds; the GPU check uses it)")
     ap.add_argument("--no-step", action="store_true", help="skip the end-to-end D-MMD step")
     ap.add_argument("--out", default="bench_results", help="directory for the JSON and markdown")
+    ap.add_argument("--sequential", action="store_true",
+                    help="time each implementation's calls back to back (before 2026-12-02 the "
+                         "only mode) instead of in turn, call by call")
     args = ap.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -384,20 +394,21 @@ def main(argv=None):
                 torch=torch.__version__, dmmd_ext=dmmd_ext.__version__,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 copy_bandwidth_Bps=copy_bw, warmup=warmup, repeats=repeats,
+                timing="sequential" if args.sequential else "interleaved",
                 liger_kernel=B.version_of("liger-kernel") if cuda else None,
                 flashinfer=B.version_of("flashinfer-python") if cuda else None)
     header = (f"{info['machine']}; torch {info['torch']}; preset {preset}; {info['date']}; "
               f"copy bandwidth {copy_bw / 1e9:.1f} GB/s; median of {repeats} after {warmup} "
-              f"warm-up (± = half the p10-p90 range, in % of the median)")
+              f"warm-up, {info['timing']} (± = half the p10-p90 range, in % of the median)")
     print(header, flush=True)
     rows = []
     for case in build_cases(args.device, preset, not args.no_compile):
-        if args.only not in f"{case.op} {case.name}":
+        if args.only not in f"{case.op} {case.name} {case.shape}":
             continue
         if args.compile_only not in f"{case.op} {case.name} {case.dtype}":
             case.impls.pop("compile", None)
         t0 = time.time()
-        row = run_case(case, args.device, warmup, repeats)
+        row = run_case(case, args.device, warmup, repeats, args.sequential)
         rows.append(row)
         line = markdown([row], args.device, copy_bw, "").splitlines()[4]
         print(f"{line}  [{time.time() - t0:.0f} s]", flush=True)
