@@ -52,30 +52,6 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(fn, device: str, warmup: int, repeats: int, n_inputs: int = 1) -> Timing:
-    """Times fn(i) for i cycling over range(n_inputs) (the rotation of input sets)."""
-    for i in range(warmup):
-        fn(i % n_inputs)
-    sync(device)
-    samples = []
-    cuda = device.startswith("cuda")
-    for i in range(repeats):
-        j = (warmup + i) % n_inputs
-        if cuda:
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn(j)
-            e.record()
-            e.synchronize()
-            samples.append(s.elapsed_time(e) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn(j)
-            samples.append(time.perf_counter() - t0)
-    return Timing(statistics.median(samples), _percentile(samples, 0.1),
-                  _percentile(samples, 0.9), samples)
-
-
 def _time_one(fn, j: int, cuda: bool) -> float:
     if cuda:
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -87,6 +63,17 @@ def _time_one(fn, j: int, cuda: bool) -> float:
     t0 = time.perf_counter()
     fn(j)
     return time.perf_counter() - t0
+
+
+def time_calls(fn, device: str, warmup: int, repeats: int, n_inputs: int = 1) -> Timing:
+    """Times fn(i) for i cycling over range(n_inputs) (the rotation of input sets)."""
+    for i in range(warmup):
+        fn(i % n_inputs)
+    sync(device)
+    cuda = device.startswith("cuda")
+    samples = [_time_one(fn, (warmup + i) % n_inputs, cuda) for i in range(repeats)]
+    return Timing(statistics.median(samples), _percentile(samples, 0.1),
+                  _percentile(samples, 0.9), samples)
 
 
 def time_interleaved(fns: dict, device: str, warmup: int, repeats: int,
