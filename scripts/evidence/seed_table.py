@@ -7,7 +7,8 @@ mean over the seeds found, +- the standard error across seeds (sample standard d
 / sqrt(seeds); "-" with one seed). The seed-to-seed spread is the one that says whether a
 recipe beats the teacher; each row's own bootstrap s.e. (hmm_table.py) only says how well
 2048 samples pin that one student down. Teacher rows (teacher_n{STEPS}) and the data
-floor (data.json) follow, unaveraged, for comparison.
+floors (data.json, data_b.json: two exact samples of the same size) follow, unaveraged,
+with each row's own bootstrap s.e. (the noise of its 2048 samples).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ METRICS = [("excess_nll_bits", "excess NLL (bits)", "+.4f"), ("gm", "GM", ".3g")
            ("unigram_entropy", "entropy (nats)", ".4f"), ("reverse_ce_2", "rev CE n=2", ".4f"),
            ("reverse_ce_3", "rev CE n=3", ".4f"), ("ngram_tv_2", "TV n=2", ".4f"),
            ("ngram_tv_3", "TV n=3", ".4f")]
+SE_KEY = {"excess_nll_bits": "nll_se"}  # every other metric's s.e. is METRIC_se
 STUDENT = re.compile(r"^s(\d+)_k(\d+)_p([0-9.]+)$")
 TEACHER = re.compile(r"^teacher_n(\d+)$")
 
@@ -43,6 +45,12 @@ def cell(m: float, se: float, fmt: str) -> str:
     return f"{m:{fmt}} +- {se:.2g}" if se == se else f"{m:{fmt}}"
 
 
+def own_cells(r: dict) -> list:
+    """A single row's metrics with its own bootstrap s.e. (sampling noise)."""
+    return [cell(r[key], r.get(SE_KEY.get(key, key + "_se"), float("nan")), fmt)
+            for key, _, fmt in METRICS]
+
+
 def main() -> None:
     d = Path(sys.argv[1])
     groups = defaultdict(list)
@@ -60,12 +68,11 @@ def main() -> None:
         cells = [cell(*mean_se([r[key] for _, r in runs]), fmt) for key, _, fmt in METRICS]
         print(f"| student k={k} top_p={top_p} | {seeds} | " + " | ".join(cells) + " |")
     for steps, r in sorted(teachers):
-        cells = [f"{r[key]:{fmt}}" for key, _, fmt in METRICS]
-        print(f"| teacher, {steps} steps | - | " + " | ".join(cells) + " |")
-    if (d / "data.json").exists():
-        r = load(d / "data.json")
-        print("| data (floor) | - | " + " | ".join(f"{r[key]:{fmt}}" for key, _, fmt in METRICS)
-              + " |")
+        print(f"| teacher, {steps} steps | - | " + " | ".join(own_cells(r)) + " |")
+    for name in ("data", "data_b"):
+        if (d / f"{name}.json").exists():
+            print(f"| {name} (floor) | - | " + " | ".join(own_cells(load(d / f"{name}.json")))
+                  + " |")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@
 # docs/results.md: exactly these (the teacher by hand with the same command under
 # /usr/bin/time; `eval` and `eval_long` side by side, and teacher_sharp_n64 and teacher_n32
 # by hand with the commands row() builds, in a second shell, to finish in time).
+# Stages plain8 / eval_plain8 (with HMM_FLAGS and their own RUNS): teacher, plain k = 8
+# student and its 8k comparison on another HMM language.
 # Stages seeds / eval_seeds (run later, SEEDS_SHARD=0 and 1 in two shells): plain-target
 # students for seeds 1, 2 at k = 4, 8 and seeds 0-2 at k = 16, the teacher at 128 steps;
 # scripts/evidence/seed_table.py averages the seeds. Not run: other HMM languages.
@@ -57,7 +59,10 @@ student() {  # student RUN_DIR TEACHER K TOP_P SEED [extra distill flags]
 
 stage_teacher() {
   [ -f "$T/done" ] && return 0
-  timed "$T.wall" $D train-teacher --run-dir "$T" --data hmm --model-preset small --steps 2000 \
+  # HMM_FLAGS (default: none, the cycle preset): another language, e.g.
+  # "--hmm-preset random --hmm-seed 1 --hmm-states 12 --hmm-tokens 24 --hmm-stickiness 0.3"
+  # shellcheck disable=SC2086
+  timed "$T.wall" $D train-teacher --run-dir "$T" --data hmm ${HMM_FLAGS:-} --model-preset small --steps 2000 \
     --batch-size 64 --lr 1e-3 --warmup 100 --ema 0.99 --eval-every 500 --save-every 500 \
     --threads 1 --no-progress
   touch "$T/done"
@@ -93,6 +98,18 @@ stage_eval_long() {  # the teacher at 1024 steps: 1024 samples a row (CPU time),
   $PY scripts/evidence/hmm_data_floor.py "$T/checkpoint" --n $NROW --seed 18 > "$ROWS/data_b_N1024.json"
   row teacher_n1024_N1024 "$T/checkpoint" --steps 1024
   row teacher_sharp_n1024_N1024 "$T/checkpoint" --steps 1024 $SHARP
+}
+
+stage_plain8() {  # another language's first look: the plain k = 8 student, seed 0
+  student "$R/s0_k8_p1.0" "$T" 8 1.0 0
+}
+
+stage_eval_plain8() {  # its row beside the teacher at 8k = 64 steps and at 16, data floors
+  $PY scripts/evidence/hmm_data_floor.py "$T/checkpoint" --n $N --seed 17 > "$ROWS/data.json"
+  $PY scripts/evidence/hmm_data_floor.py "$T/checkpoint" --n $N --seed 18 > "$ROWS/data_b.json"
+  row s0_k8_p1.0 "$R/s0_k8_p1.0/checkpoint"
+  row teacher_n64 "$T/checkpoint" --steps 64
+  row teacher_n16 "$T/checkpoint" --steps 16
 }
 
 stage_seeds() {  # plain-target students over 3 seeds: seeds 1, 2 for k = 4, 8; k = 16 seeds 0-2
