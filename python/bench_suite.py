@@ -12,8 +12,8 @@ comparable, not identical, work) and FlashInfer (sampling from logits / top-k /
 top-p). Each impl: the median of --repeats calls after --warmup, with the
 10th-90th percentile spread; the impls of a case are timed in turn, one call of
 each per round, so that a shared machine's drift slows them alike (--sequential:
-each impl's calls back to back, as before 2026-12-02); on CUDA timed with CUDA events and rotating input
-sets so that none is served from L2. Also the bytes the op must move, the fraction
+each impl's calls back to back, as before 2026-12-02); on CUDA timed with CUDA
+events and rotating input sets so that none is served from L2. Also the bytes the op must move, the fraction
 of the device's measured copy bandwidth that dmmd_ext reaches, and each impl's
 peak extra memory. Results: <out>/suite_<device>.json (rewritten after every case,
 so an interrupted run keeps what it measured) and <out>/suite_<device>.md.
