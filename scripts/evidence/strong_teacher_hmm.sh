@@ -15,7 +15,8 @@
 # student and its 8k comparison on another HMM language.
 # Stages seeds / eval_seeds (run later, SEEDS_SHARD=0 and 1 in two shells): plain-target
 # students for seeds 1, 2 at k = 4, 8 and seeds 0-2 at k = 16, the teacher at 128 steps;
-# scripts/evidence/seed_table.py averages the seeds. Not run: other HMM languages.
+# scripts/evidence/seed_table.py averages the seeds. SEED_SPECS="8:1 8:2" (K:SEED pairs) runs
+# only those, e.g. the k = 8 seeds of another language after plain8.
 # RUNS (default runs/strong17) holds every run directory; rows/ the evaluated rows
 # (ROW.json: one line of python/eval_hmm_sampler.py; ROW.wall: its wall seconds).
 # The results in docs/results.md ("Strong teacher on the HMM language") were made with
@@ -112,27 +113,32 @@ stage_eval_plain8() {  # its row beside the teacher at 8k = 64 steps and at 16, 
   row teacher_n16 "$T/checkpoint" --steps 16
 }
 
-stage_seeds() {  # plain-target students over 3 seeds: seeds 1, 2 for k = 4, 8; k = 16 seeds 0-2
-  # (SEEDS_SHARD=0|1 splits the runs between two shells, one core each)
-  local i=0
-  for spec in "8 1" "8 2" "4 1" "4 2" "16 0" "16 1" "16 2"; do
-    set -- $spec
+SEED_SPECS=${SEED_SPECS:-"8:1 8:2 4:1 4:2 16:0 16:1 16:2"}  # K:SEED of the plain students
+
+stage_seeds() {  # plain-target students over 3 seeds: by default seeds 1, 2 for k = 4, 8 and
+  # seeds 0-2 at k = 16 (SEED_SPECS picks others; SEEDS_SHARD=0|1 splits the runs between
+  # two shells, one core each)
+  local i=0 k s spec
+  for spec in $SEED_SPECS; do
+    k=${spec%:*}; s=${spec#*:}
     if [ -z "${SEEDS_SHARD:-}" ] || [ $((i % 2)) = "$SEEDS_SHARD" ]; then
-      student "$R/s${2}_k${1}_p1.0" "$T" "$1" 1.0 "$2"
+      student "$R/s${s}_k${k}_p1.0" "$T" "$k" 1.0 "$s"
     fi
     i=$((i + 1))
   done
 }
 
-stage_eval_seeds() {  # their rows, and the teacher at 128 steps (the k = 16 students' 8k point)
-  local i=0
-  for spec in "8 1" "8 2" "4 1" "4 2" "16 0" "16 1" "16 2" "teacher"; do
-    set -- $spec
+stage_eval_seeds() {  # their rows, and the teacher at 128 steps (the k = 16 students' 8k
+  # point) when a k = 16 student is among them
+  local i=0 k s spec specs=$SEED_SPECS
+  case " $SEED_SPECS" in *" 16:"*) specs="$specs teacher:128" ;; esac
+  for spec in $specs; do
+    k=${spec%:*}; s=${spec#*:}
     if [ -z "${SEEDS_SHARD:-}" ] || [ $((i % 2)) = "$SEEDS_SHARD" ]; then
-      if [ "$1" = teacher ]; then
+      if [ "$k" = teacher ]; then
         row teacher_n128 "$T/checkpoint" --steps 128
       else
-        row "s${2}_k${1}_p1.0" "$R/s${2}_k${1}_p1.0/checkpoint"
+        row "s${s}_k${k}_p1.0" "$R/s${s}_k${k}_p1.0/checkpoint"
       fi
     fi
     i=$((i + 1))
