@@ -16,11 +16,15 @@
 #              4 8 16 32 64 128); n = the held-out half of the validation split (1059 rows),
 #              so that the data rows are the n-gram metrics' floor
 #   table      the seed-averaged table, $R/seed_table.md
-# SHARD=0|1 splits students/seeds/eval between two shells (one core each); a stage that needs
-# the teacher or the reference waits for it, so two shells can start together.
+# SHARD=0|1 splits the work between two shells (one core each): shard 0 trains the teacher,
+# shard 1 the reference, and the students and evaluations alternate; a stage that needs the
+# teacher or the reference waits for it, so the two shells start together with the same
+# arguments.
 # --quick: a single-thread smoke run of the same pipeline (tiny models, a few steps; its
 # numbers mean nothing) in runs/shakespeare_quick. RUNS overrides the run directory.
-# THREADS (default 1) the torch threads per process.
+# THREADS (default 1) the torch threads per process; LR (default 1e-4) the students' learning
+# rate (a RUNS directory of its own per recipe: link teacher/, reference.safetensors and
+# eval/teacher from the first to reuse them).
 source "$(dirname "$0")/env.sh"
 QUICK=0
 if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
@@ -46,10 +50,13 @@ mkdir -p "$R/eval"
 T0=$(date +%s)
 stamp() { echo "[shakespeare] $1 ($(( $(date +%s) - T0 )) s)" >&2; }
 mine() { [ -z "${SHARD:-}" ] || [ $(( $1 % 2 )) = "$SHARD" ]; }  # mine I: job I is this shell's
+JOB=0  # students are numbered across the students and seeds stages, so the shards balance
+next_mine() { JOB=$((JOB + 1)); mine $((JOB - 1)); }
 wait_for() { until [ -e "$1" ]; do sleep 20; done; }
 
-stage_teacher() {
+stage_teacher() {  # shard 0's (the reference is shard 1's)
   [ -f $R/teacher/done ] && return 0
+  mine 0 || return 0
   $D train-teacher --run-dir $R/teacher --data shakespeare $TEACHER --lr 2e-3 --ema 0.99 \
     --seed 0 --device cpu --no-progress --threads $TH > /dev/null
   touch $R/teacher/done
@@ -60,6 +67,7 @@ stage_teacher() {
 
 stage_reference() {
   [ -f $R/reference.safetensors ] && return 0
+  mine 1 || return 0
   $D train-reference --data shakespeare $REF --seed 0 --device cpu --threads $TH \
     --out $R/reference.tmp.safetensors
   mv $R/reference.tmp.safetensors $R/reference.safetensors
@@ -70,22 +78,24 @@ student() {  # student K SEED: the k-step student at this seed (plain targets: t
   local run=$R/student_k$1_s$2
   [ -f $run/done ] && return 0
   wait_for $R/teacher/done
-  $D distill --teacher $R/teacher --run-dir $run --k $1 $DIST --lr 1e-4 --weight constant \
+  $D distill --teacher $R/teacher --run-dir $run --k $1 $DIST --lr ${LR:-1e-4} --weight constant \
     --ema 0.99 --seed $2 --device cpu --process masked --no-progress --threads $TH > /dev/null
   touch $run/done
   stamp "student k=$1 seed=$2 distilled"
 }
 
 stage_students() {
-  local i=0 k
-  for k in ${KS:-8 4 16}; do mine $i && student $k 0; i=$((i + 1)); done
+  local k
+  for k in ${KS:-8 4 16}; do next_mine && student $k 0; done
+  return 0  # (not the last test's status: set -e)
 }
 
 stage_seeds() {
-  local i=0 k s
+  local k s
   for k in ${SEED_KS:-8}; do
-    for s in 1 2; do mine $i && student $k $s; i=$((i + 1)); done
+    for s in 1 2; do next_mine && student $k $s; done
   done
+  return 0
 }
 
 evaluate() {  # evaluate NAME RUN_DIR STEPS...: one `dmmd eval` into $R/eval/NAME
@@ -99,16 +109,18 @@ evaluate() {  # evaluate NAME RUN_DIR STEPS...: one `dmmd eval` into $R/eval/NAM
   stamp "evaluated $name"
 }
 
-stage_eval() {
-  local i=1 run name
-  # shellcheck disable=SC2086
-  mine 0 && { wait_for $R/teacher/done; evaluate teacher $R/teacher $TEACHER_STEPS; }
-  for run in $R/student_k*_s*; do
-    [ -f $run/done ] || continue
-    name=$(basename $run)
-    mine $i && evaluate $name $run "$(echo $name | sed 's/student_k\([0-9]*\)_s.*/\1/')"
+stage_eval() {  # the students of the students and seeds stages, then the teacher
+  local i=0 k s name spec list=""
+  for k in ${KS:-8 4 16}; do list="$list $k:0"; done
+  for k in ${SEED_KS:-8}; do list="$list $k:1 $k:2"; done
+  for spec in $list; do
+    k=${spec%:*}; s=${spec#*:}; name=student_k${k}_s$s
+    if mine $i; then wait_for $R/$name/done; evaluate $name $R/$name $k; fi
     i=$((i + 1))
   done
+  # shellcheck disable=SC2086
+  mine $i && { wait_for $R/teacher/done; evaluate teacher $R/teacher $TEACHER_STEPS; }
+  return 0
 }
 
 stage_table() {
