@@ -2,12 +2,13 @@
 
     python scripts/evidence/seed_table.py ROWS_DIR
 
-Rows named s{SEED}_k{K}_p{TOP_P} are grouped by (K, TOP_P); each metric is given as the
-mean over the seeds found, +- the standard error across seeds (sample standard deviation
-/ sqrt(seeds); "-" with one seed). The seed-to-seed spread is the one that says whether a
-recipe beats the teacher; each row's own bootstrap s.e. (hmm_table.py) only says how well
-2048 samples pin that one student down. Teacher rows (teacher_n{STEPS}) and the data
-floors (data.json, data_b.json: two exact samples of the same size) follow, unaveraged,
+Rows named s{SEED}_k{K}_p{TOP_P}[_RECIPE] are grouped by (K, TOP_P, RECIPE); each metric
+is given as the mean over the seeds found, +- the standard error across seeds (sample
+standard deviation / sqrt(seeds); with one seed, that row's own bootstrap s.e.). The
+seed-to-seed spread is the one that says whether a recipe beats the teacher; each row's
+own bootstrap s.e. (hmm_table.py) only says how well 2048 samples pin that one student
+down. Teacher rows (teacher_n{STEPS}) and the data floors (data.json, data_b.json: two
+exact samples of the same size) follow, unaveraged,
 with each row's own bootstrap s.e. (the noise of its 2048 samples).
 """
 
@@ -25,7 +26,7 @@ METRICS = [("excess_nll_bits", "excess NLL (bits)", "+.4f"), ("gm", "GM", ".3g")
            ("reverse_ce_3", "rev CE n=3", ".4f"), ("ngram_tv_2", "TV n=2", ".4f"),
            ("ngram_tv_3", "TV n=3", ".4f")]
 SE_KEY = {"excess_nll_bits": "nll_se"}  # every other metric's s.e. is METRIC_se
-STUDENT = re.compile(r"^s(\d+)_k(\d+)_p([0-9.]+)$")
+STUDENT = re.compile(r"^s(\d+)_k(\d+)_p([0-9.]+)(?:_(.+))?$")  # optional _RECIPE suffix
 TEACHER = re.compile(r"^teacher_n(\d+)$")
 
 
@@ -57,16 +58,18 @@ def main() -> None:
     teachers = []
     for p in sorted(d.glob("*.json")):
         if m := STUDENT.match(p.stem):
-            groups[(int(m[2]), m[3])].append((int(m[1]), load(p)))
+            groups[(int(m[2]), m[3], m[4] or "")].append((int(m[1]), load(p)))
         elif m := TEACHER.match(p.stem):
             teachers.append((int(m[1]), load(p)))
     head = "| row | seeds | " + " | ".join(h for _, h, _ in METRICS) + " |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for (k, top_p), runs in sorted(groups.items()):
+    for (k, top_p, recipe), runs in sorted(groups.items()):
         seeds = ",".join(str(s) for s, _ in sorted(runs, key=lambda r: r[0]))
-        cells = [cell(*mean_se([r[key] for _, r in runs]), fmt) for key, _, fmt in METRICS]
-        print(f"| student k={k} top_p={top_p} | {seeds} | " + " | ".join(cells) + " |")
+        cells = (own_cells(runs[0][1]) if len(runs) == 1 else  # one seed: its own s.e.
+                 [cell(*mean_se([r[key] for _, r in runs]), fmt) for key, _, fmt in METRICS])
+        name = f"student k={k} top_p={top_p}" + (f" {recipe}" if recipe else "")
+        print(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
     for steps, r in sorted(teachers):
         print(f"| teacher, {steps} steps | - | " + " | ".join(own_cells(r)) + " |")
     for name in ("data", "data_b"):

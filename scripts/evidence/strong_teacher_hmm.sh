@@ -17,6 +17,7 @@
 # students for seeds 1, 2 at k = 4, 8 and seeds 0-2 at k = 16, the teacher at 128 steps;
 # scripts/evidence/seed_table.py averages the seeds. SEED_SPECS="8:1 8:2" (K:SEED pairs) runs
 # only those, e.g. the k = 8 seeds of another language after plain8.
+# Stage recipe (RECIPE, RECIPE_FLAGS, SEED_SPECS): the plain students with a changed recipe.
 # RUNS (default runs/strong17) holds every run directory; rows/ the evaluated rows
 # (ROW.json: one line of python/eval_hmm_sampler.py; ROW.wall: its wall seconds).
 # The results in docs/results.md ("Strong teacher on the HMM language") were made with
@@ -142,6 +143,18 @@ stage_eval_seeds() {  # their rows, and the teacher at 128 steps (the k = 16 stu
       fi
     fi
     i=$((i + 1))
+  done
+}
+
+stage_recipe() {  # RECIPE=NAME RECIPE_FLAGS="--lr 3e-4": the SEED_SPECS students with the
+  # demo's distill recipe changed by RECIPE_FLAGS (appended: the later flag wins), and their
+  # rows, named s{SEED}_k{K}_p1.0_NAME (seed_table.py groups them by NAME)
+  local k s spec
+  for spec in $SEED_SPECS; do
+    k=${spec%:*}; s=${spec#*:}
+    # shellcheck disable=SC2086
+    student "$R/s${s}_k${k}_p1.0_$RECIPE" "$T" "$k" 1.0 "$s" $RECIPE_FLAGS
+    row "s${s}_k${k}_p1.0_$RECIPE" "$R/s${s}_k${k}_p1.0_$RECIPE/checkpoint"
   done
 }
 
