@@ -9,10 +9,11 @@
 #
 # Stages (default: all, in this order): teacher reference students seeds eval table
 #   teacher    small preset, 1500 steps (1.1 s/step on one thread of the 2-core VM: ~28 min)
-#   reference  the autoregressive reference, small, 1500 steps (~35 min on one thread)
+#   reference  the autoregressive reference, small, 1500 steps (~28 min on one thread)
 #   students   one student per k in KS (default "8 4 16"), seed 0
 #   seeds      students for k in SEED_KS (default "8") at seeds 1, 2
-#   eval       every student found at its own k; the teacher at TEACHER_STEPS (default
+#   eval       the students of KS and SEED_KS, each at its own k (waiting for any still
+#              training in the other shell); the teacher at TEACHER_STEPS (default
 #              4 8 16 32 64 128); n = the held-out half of the validation split (1059 rows),
 #              so that the data rows are the n-gram metrics' floor
 #   table      the seed-averaged table, $R/seed_table.md
